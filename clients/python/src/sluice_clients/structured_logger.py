@@ -368,15 +368,18 @@ class JsonFormatter(logging.Formatter):
             value = out.get(key)
             if not isinstance(value, str):
                 continue
-            keep = max(0, len(value) - over - 64)
-            while True:
-                candidate = value[:keep] + _TRUNCATION_MARK.format(n=len(value) - keep)
-                out[key] = candidate
-                if size(out) <= limit or keep == 0:
-                    break
-                keep = max(0, keep - max(64, keep // 8))
             if key not in out["truncated_fields"]:
                 out["truncated_fields"].append(key)
+            # the longest prefix (in characters) that makes the line fit, by bisection
+            lo, hi = 0, len(value)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                out[key] = value[:mid] + _TRUNCATION_MARK.format(n=len(value) - mid)
+                if size(out) <= limit:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            out[key] = value[:lo] + _TRUNCATION_MARK.format(n=len(value) - lo)
         return _dumps(out)
 
 
@@ -510,6 +513,38 @@ class StructuredLogger(logging.LoggerAdapter):
         passthrough["extra"] = extra
         return msg, passthrough
 
+    # Positional-only level/msg so that fields may be called "level", "msg" or "message".
+    # `stacklevel` counts from the caller of these methods, as for logging.Logger.
+    def _emit(self, level: int, msg: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        if self.isEnabledFor(level):
+            msg, kwargs = self.process(msg, kwargs)
+            # skip this frame and the public method that called it
+            kwargs["stacklevel"] = int(kwargs.get("stacklevel", 1)) + 2
+            self.logger.log(level, msg, *args, **kwargs)
+
+    def log(self, level: int, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._emit(level, msg, args, kwargs)
+
+    def debug(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.DEBUG, msg, args, kwargs)
+
+    def info(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.INFO, msg, args, kwargs)
+
+    def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.WARNING, msg, args, kwargs)
+
+    def error(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.ERROR, msg, args, kwargs)
+
+    def exception(self, msg: Any, /, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        self._emit(logging.ERROR, msg, args, {**kwargs, "exc_info": exc_info})
+
+    def critical(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.CRITICAL, msg, args, kwargs)
+
+    fatal = critical
+
     def bind(self, **fields: Any) -> "StructuredLogger":
         """A logger that adds `fields` to every record."""
         return StructuredLogger(self.logger, {**(self.extra or {}), **fields})
@@ -572,6 +607,7 @@ def log_request(
     _resolve(logger, "sluice_clients.http").log(
         _level(level, default),
         message if message is not None else f"{method} {path} {status}",
+        stacklevel=2,
         method=method,
         path=path,
         status=status,
@@ -601,6 +637,7 @@ def log_inference(
     _resolve(logger, "sluice_clients.inference").log(
         _level(level, logging.ERROR if status == "error" else logging.INFO),
         message if message is not None else f"inference {model} {status}",
+        stacklevel=2,
         model=model,
         tokens_in=int(tokens_in),
         tokens_out=int(tokens_out),
@@ -625,6 +662,7 @@ def log_tool_call(
     _resolve(logger, "sluice_clients.mcp").log(
         _level(level, logging.ERROR if status == "error" else logging.INFO),
         message if message is not None else f"tool {tool} {status}",
+        stacklevel=2,
         tool=tool,
         status=status,
         duration_ms=_ms(duration_ms),
@@ -646,6 +684,7 @@ def log_memory_op(
     _resolve(logger, "sluice_clients.memory").log(
         _level(level, logging.ERROR if status == "error" else logging.INFO),
         message if message is not None else f"memory {operation} {status}",
+        stacklevel=2,
         operation=operation,
         status=status,
         duration_ms=_ms(duration_ms),
@@ -677,6 +716,7 @@ def log_budget(
     _resolve(logger, "sluice_clients.budget").log(
         _level(level, default),
         message if message is not None else f"budget {budget} ${spend:.2f} of ${limit:.2f}",
+        stacklevel=2,
         budget=budget,
         spend_dollars=spend,
         limit_dollars=limit,
@@ -704,6 +744,7 @@ def log_drift(
     _resolve(logger, "sluice_clients.drift").log(
         _level(level, logging.WARNING if drifting else logging.INFO),
         message if message is not None else f"drift {model}/{feature} score {score:g}",
+        stacklevel=2,
         model=model,
         feature=feature,
         drift_score=score,
