@@ -74,3 +74,67 @@ def rfc3339_to_ns(value: str) -> int:
     secs = calendar.timegm(tuple(int(m.group(i)) for i in range(1, 7)) + (0, 0, 0))
     frac = (m.group(7) or "").ljust(9, "0")
     return secs * 1_000_000_000 + int(frac)
+
+
+# --------------------------------------------------------------------------- metrics
+
+# The platform metric catalog as /work/notes/contract.md states it (name -> type, labels).
+CONTRACT_CATALOG: dict[str, tuple[str, frozenset[str]]] = {
+    name: (kind, frozenset(labels.split()))
+    for name, kind, labels in [
+        ("http_requests_total", "counter", "service method route status"),
+        ("http_request_duration_seconds", "histogram", "service method route"),
+        ("inference_requests_total", "counter", "service model status"),
+        ("inference_request_duration_seconds", "histogram", "service model"),
+        ("inference_tokens_total", "counter", "service model direction"),
+        ("inference_time_to_first_token_seconds", "histogram", "service model"),
+        ("mcp_tool_calls_total", "counter", "service tool status"),
+        ("mcp_tool_call_duration_seconds", "histogram", "service tool"),
+        ("memory_operations_total", "counter", "service operation status"),
+        ("memory_operation_duration_seconds", "histogram", "service operation"),
+        ("budget_spend_dollars", "gauge", "service budget"),
+        ("budget_limit_dollars", "gauge", "service budget"),
+        ("model_drift_score", "gauge", "service model feature"),
+        ("gpu_utilization_ratio", "gauge", "service gpu"),
+        ("gpu_memory_used_bytes", "gauge", "service gpu"),
+        ("gpu_memory_total_bytes", "gauge", "service gpu"),
+        ("gpu_temperature_celsius", "gauge", "service gpu"),
+        ("router_decisions_total", "counter", "service model reason"),
+        ("request_queue_depth", "gauge", "service queue"),
+        ("cache_hits_total", "counter", "service cache"),
+        ("cache_misses_total", "counter", "service cache"),
+    ]
+}
+
+
+def exercise(exporter) -> None:
+    """Records one value through every public recording method, so that every catalog metric
+    has series (prometheus_client only exposes labelled metrics once a child exists)."""
+    exporter.observe_http_request("GET", "/v1/chat/{id}", 200, 0.12)
+    exporter.observe_http_request("post", "/v1/chat", 503, 2.7)
+    exporter.observe_inference("llama-3-8b", 1.8, tokens_in=512, tokens_out=128, time_to_first_token_seconds=0.21)
+    exporter.observe_inference("llama-3-8b", 30.0, status="error")
+    exporter.observe_tool_call("web_search", 0.09)
+    exporter.observe_tool_call("web_search", 5.0, status="error")
+    exporter.observe_memory_op("recall", 0.004)
+    exporter.observe_memory_op("store", 0.02, status="error")
+    exporter.set_budget("team-search", spend_dollars=42.5, limit_dollars=100.0)
+    exporter.set_drift_score("llama-3-8b", "prompt_length", 0.12)
+    exporter.set_gpu("0", utilization_ratio=0.75, memory_used_bytes=20e9, memory_total_bytes=80e9, temperature_celsius=61)
+    exporter.record_router_decision("llama-3-8b", "cheapest")
+    exporter.set_queue_depth("inference", 3)
+    exporter.cache_hit("embeddings")
+    exporter.cache_miss("embeddings")
+
+
+def series_index(registry) -> dict[str, tuple[str, frozenset[str], str]]:
+    """sample name -> (family type, label names, family name) for every sample in `registry`,
+    e.g. "http_request_duration_seconds_bucket" -> ("histogram", {service, method, route, le}, ...)."""
+    index: dict[str, tuple[str, frozenset[str], str]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            labels = frozenset(sample.labels)
+            prev = index.get(sample.name)
+            assert prev is None or prev[1] == labels, f"{sample.name} has samples with different label sets"
+            index[sample.name] = (family.type, labels, family.name)
+    return index
