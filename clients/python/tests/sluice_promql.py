@@ -49,7 +49,7 @@ SCALAR_FUNCTIONS = {"scalar", "time", "pi"}  # return scalars
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+|\#[^\n]*)
-  | (?P<duration>(?:\d+(?:ms|[smhdwy]))+)(?![A-Za-z0-9_:])
+  | (?P<duration>(?:\d+(?:ms|[smhdwy]))+)(?![A-Za-z0-9_])
   | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
   | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
@@ -73,13 +73,22 @@ class Token:
 def tokenize(expr: str) -> list[Token]:
     tokens: list[Token] = []
     pos = 0
+    brackets = 0  # inside [...] a ':' separates range and step (it never starts a name there)
     while pos < len(expr):
+        if brackets and expr[pos] == ":":
+            tokens.append(Token("op", ":", pos))
+            pos += 1
+            continue
         m = _TOKEN_RE.match(expr, pos)
         if not m:
             raise PromQLError(f"unexpected character {expr[pos]!r} at {pos} in {expr!r}")
         kind = m.lastgroup
         if kind != "ws":
             tokens.append(Token(kind, m.group(0), pos))
+            if m.group(0) == "[":
+                brackets += 1
+            elif m.group(0) == "]" and brackets:
+                brackets -= 1
         pos = m.end()
     tokens.append(Token("eof", "", pos))
     return tokens
