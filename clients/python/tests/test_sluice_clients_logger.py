@@ -27,7 +27,7 @@ from sluice_clients.structured_logger import (
     log_tool_call,
     setup_structured_logging,
 )
-from sluice_testlib import SERVICE, rfc3339_to_ns, span_ids
+from sluice_testlib import HELPER_CASES, SERVICE, rfc3339_to_ns, span_ids
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -279,84 +279,6 @@ def test_extra_fields_cannot_overwrite_core_fields(log_capture):
 
 
 # --------------------------------------------------------------------------- helpers
-
-HELPER_CASES = [
-    (
-        "log_request ok",
-        lambda: log_request("GET", "/v1/orders/7", 200, 12.34567, user_id="u-42", route="/v1/orders/{id}"),
-        "INFO", "sluice_clients.http",
-        {"message": "GET /v1/orders/7 200", "method": "GET", "path": "/v1/orders/7", "status": 200,
-         "duration_ms": 12.346, "user_id": "u-42", "route": "/v1/orders/{id}"},
-    ),
-    (
-        "log_request 404",
-        lambda: log_request("POST", "/v1/x", 404, 3),
-        "WARNING", "sluice_clients.http", {"status": 404, "duration_ms": 3.0},
-    ),
-    (
-        "log_request 503",
-        lambda: log_request("POST", "/v1/x", 503, 3000.5, message="upstream down"),
-        "ERROR", "sluice_clients.http", {"status": 503, "message": "upstream down", "duration_ms": 3000.5},
-    ),
-    (
-        "log_inference",
-        lambda: log_inference("llama-3-8b", 512, 128, 1834.2, time_to_first_token_ms=210.7, user_id="u-42"),
-        "INFO", "sluice_clients.inference",
-        {"model": "llama-3-8b", "tokens_in": 512, "tokens_out": 128, "duration_ms": 1834.2, "status": "success",
-         "time_to_first_token_ms": 210.7, "user_id": "u-42", "message": "inference llama-3-8b success"},
-    ),
-    (
-        "log_inference error",
-        lambda: log_inference("llama-3-8b", 512, 0, 30000, status="error", error="timeout"),
-        "ERROR", "sluice_clients.inference", {"status": "error", "tokens_out": 0, "error": "timeout"},
-    ),
-    (
-        "log_tool_call",
-        lambda: log_tool_call("web_search", "success", 87.5, server="mcp-search"),
-        "INFO", "sluice_clients.mcp",
-        {"tool": "web_search", "status": "success", "duration_ms": 87.5, "server": "mcp-search"},
-    ),
-    (
-        "log_tool_call error",
-        lambda: log_tool_call("web_search", "error", 5),
-        "ERROR", "sluice_clients.mcp", {"status": "error"},
-    ),
-    (
-        "log_memory_op",
-        lambda: log_memory_op("recall", "success", 4.25, namespace="sessions"),
-        "INFO", "sluice_clients.memory",
-        {"operation": "recall", "status": "success", "duration_ms": 4.25, "namespace": "sessions"},
-    ),
-    (
-        "log_budget ok",
-        lambda: log_budget("team-search", 12.5, 100),
-        "INFO", "sluice_clients.budget",
-        {"budget": "team-search", "spend_dollars": 12.5, "limit_dollars": 100.0, "budget_ratio": 0.125,
-         "message": "budget team-search $12.50 of $100.00"},
-    ),
-    (
-        "log_budget near",
-        lambda: log_budget("team-search", 95, 100),
-        "WARNING", "sluice_clients.budget", {"budget_ratio": 0.95},
-    ),
-    (
-        "log_budget over",
-        lambda: log_budget("team-search", 120, 100),
-        "ERROR", "sluice_clients.budget", {"budget_ratio": 1.2},
-    ),
-    (
-        "log_drift",
-        lambda: log_drift("llama-3-8b", "prompt_length", 0.12, threshold=0.3),
-        "INFO", "sluice_clients.drift",
-        {"model": "llama-3-8b", "feature": "prompt_length", "drift_score": 0.12, "drift_threshold": 0.3},
-    ),
-    (
-        "log_drift over",
-        lambda: log_drift("llama-3-8b", "prompt_length", 0.45, threshold=0.3),
-        "WARNING", "sluice_clients.drift", {"drift_score": 0.45},
-    ),
-]
-
 
 @pytest.mark.parametrize("call,level,logger,fields", [c[1:] for c in HELPER_CASES], ids=[c[0] for c in HELPER_CASES])
 def test_helpers(log_capture, tracer, call, level, logger, fields):
