@@ -49,7 +49,7 @@ def log_capture():
     root = logging.getLogger()
     old_level = root.level
     buffer = io.StringIO()
-    handler = setup_structured_logging(SERVICE, "DEBUG", stream=buffer)
+    handler = setup_structured_logging(SERVICE, "DEBUG", stream=buffer, capture_uncaught=False)
     try:
         yield LogCapture(buffer)
     finally:

@@ -106,8 +106,8 @@ def test_level_by_name_and_setup_idempotent():
     root = logging.getLogger()
     old_level = root.level
     buf1, buf2 = io.StringIO(), io.StringIO()
-    h1 = setup_structured_logging("svc-a", "warning", stream=buf1)
-    h2 = setup_structured_logging("svc-b", level="INFO", stream=buf2)
+    h1 = setup_structured_logging("svc-a", "warning", stream=buf1, capture_uncaught=False)
+    h2 = setup_structured_logging("svc-b", level="INFO", stream=buf2, capture_uncaught=False)
     try:
         ours = [h for h in root.handlers if getattr(h, "_sluice_handler", False)]
         assert ours == [h2]
@@ -129,7 +129,7 @@ def test_level_by_name_and_setup_idempotent():
 def test_default_stream_is_current_stdout(capsys):
     root = logging.getLogger()
     old_level = root.level
-    handler = setup_structured_logging("stdout-svc")
+    handler = setup_structured_logging("stdout-svc", capture_uncaught=False)
     try:
         logging.getLogger("z").warning("to stdout")
         out = capsys.readouterr().out
@@ -431,7 +431,7 @@ def test_ascii_only_stream_gets_escaped_json():
     old_level = root.level
     raw = io.BytesIO()
     stream = io.TextIOWrapper(raw, encoding="ascii", write_through=True)
-    handler = setup_structured_logging("ascii-svc", stream=stream)
+    handler = setup_structured_logging("ascii-svc", stream=stream, capture_uncaught=False)
     try:
         get_structured_logger("x").info("café ☕", who="zoë")
         data = raw.getvalue()
@@ -467,3 +467,38 @@ def test_caller_location_is_the_callers(log_capture):
         root.removeHandler(spy)
     assert seen == [("test_sluice_clients_logger.py", "test_caller_location_is_the_callers")] * 5
     assert len(log_capture.records()) == 5
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_uncaught_exception_is_one_critical_record(where):
+    body = "raise ValueError('boom\\nsecond line')"
+    if where == "thread":
+        body = (
+            "import threading\n"
+            "def run():\n    " + body + "\n"
+            "t = threading.Thread(target=run, name='worker-1'); t.start(); t.join()\n"
+        )
+    code = "from sluice_clients.structured_logger import setup_structured_logging\nsetup_structured_logging('crashy')\n" + body
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == (1 if where == "main" else 0)
+    assert proc.stderr == b""
+    assert proc.stdout.count(b"\n") == 1
+    r = json.loads(proc.stdout)
+    assert (r["service"], r["level"], r["logger"]) == ("crashy", "CRITICAL", "sluice_clients.uncaught")
+    assert (r["exc_type"], r["exc_message"]) == ("ValueError", "boom\nsecond line")
+    assert r["stacktrace"].endswith("ValueError: boom\nsecond line")
+    if where == "thread":
+        assert r["message"] == "uncaught exception in thread worker-1" and r["thread_name"] == "worker-1"
+    else:
+        assert r["message"] == "uncaught exception"
+
+
+def test_warnings_are_captured(log_capture):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("old api\nuse the new one", DeprecationWarning)
+    r = one_record(log_capture)
+    assert (r["logger"], r["level"]) == ("py.warnings", "WARNING")
+    assert "DeprecationWarning: old api\nuse the new one" in r["message"]

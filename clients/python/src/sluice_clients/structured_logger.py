@@ -439,6 +439,42 @@ def _install_ns_record_factory() -> None:
     _factory_installed = True
 
 
+_UNCAUGHT_LOGGER = "sluice_clients.uncaught"
+_hooks_installed = False
+
+
+def _install_excepthooks() -> None:
+    """Uncaught exceptions (main thread and other threads) become one CRITICAL JSON record
+    instead of a multi-line traceback on stderr. KeyboardInterrupt keeps the default hook."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    previous_sys_hook = sys.excepthook
+
+    def sys_hook(exc_type, exc_value, exc_tb):  # type: ignore[no-untyped-def]
+        if issubclass(exc_type, KeyboardInterrupt):
+            previous_sys_hook(exc_type, exc_value, exc_tb)
+            return
+        logging.getLogger(_UNCAUGHT_LOGGER).critical(
+            "uncaught exception", exc_info=(exc_type, exc_value, exc_tb)
+        )
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "unknown"
+        logging.getLogger(_UNCAUGHT_LOGGER).critical(
+            "uncaught exception in thread %s",
+            name,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            extra={"thread_name": name},
+        )
+
+    sys.excepthook = sys_hook
+    threading.excepthook = thread_hook
+    _hooks_installed = True
+
+
 def setup_structured_logging(
     service_name: str,
     level: int | str = logging.INFO,
@@ -447,12 +483,16 @@ def setup_structured_logging(
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     capture_warnings: bool = True,
+    capture_uncaught: bool = True,
 ) -> logging.Handler:
     """Make the root logger write JSON lines to stdout (or `stream`) for `service_name`.
 
     Replaces the handlers a previous call installed (calling it again is safe) and leaves
     other handlers alone; sets the root level to `level` (an int or a level name such as
-    "INFO"). Returns the installed handler.
+    "INFO"). With `capture_warnings`, `warnings.warn` goes through logging (logger
+    "py.warnings"); with `capture_uncaught`, uncaught exceptions in any thread are logged as one
+    CRITICAL record (logger "sluice_clients.uncaught") instead of a traceback on stderr.
+    Returns the installed handler.
     """
     if not isinstance(service_name, str) or not service_name:
         raise ValueError("service_name must be a non-empty string")
@@ -477,6 +517,8 @@ def setup_structured_logging(
         root.setLevel(level)
         if capture_warnings:
             logging.captureWarnings(True)
+        if capture_uncaught:
+            _install_excepthooks()
     return handler
 
 
