@@ -20,8 +20,6 @@ from sluice_clients.structured_logger import (
     DEFAULT_MAX_LINE_BYTES,
     get_structured_logger,
     log_budget,
-    log_drift,
-    log_inference,
     log_memory_op,
     log_request,
     log_tool_call,
