@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import ALERTMANAGER_DIR, ALERTMANAGER_FILE, alert_rules, load_yaml, run, tool
+from stack_helpers import ALERTMANAGER_DIR, ALERTMANAGER_FILE, alert_rules, load_yaml, run, tool
 
 CHANNELS = {
     "slack-alerts": "#ai-platform-alerts",

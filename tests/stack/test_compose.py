@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO, load_yaml, run
+from stack_helpers import REPO, load_yaml, run
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 

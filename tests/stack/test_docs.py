@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import REPO, alert_rules
+from stack_helpers import REPO, alert_rules
 from metric_catalog import documented_names
 from test_alertmanager import CHANNELS, EXPECTED_CHANNELS
 

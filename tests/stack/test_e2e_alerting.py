@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from stack_helpers import (
     ALERTMANAGER_DIR,
     ALERTMANAGER_FILE,
     ALERTS_FILE,

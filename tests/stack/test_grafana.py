@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, load_yaml, run, tool, write_yaml
+from stack_helpers import REPO, load_yaml, run, tool, write_yaml
 from metric_catalog import SLUICE, series_names
 from promql_names import metric_names, substitute_grafana_variables
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from conftest import REPO
+from stack_helpers import REPO
 
 K8S = REPO / "deploy" / "kubernetes"
 GENERATOR = K8S / "generate-configmap.py"

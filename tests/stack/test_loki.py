@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO, load_yaml
+from stack_helpers import REPO, load_yaml
 
 LOKI = load_yaml(REPO / "configs" / "loki" / "loki.yaml")
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import (
+from stack_helpers import (
     ALERTS_FILE,
     ALERTS_TEST_FILE,
     PROMETHEUS_DIR,

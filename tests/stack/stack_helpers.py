@@ -1,4 +1,5 @@
-"""Shared helpers for the observability-stack tests (tests/stack).
+"""Shared helpers for the observability-stack tests (tests/stack). Not named
+conftest.py: clients/python/tests has one too, and both would import as `conftest`.
 
 Everything here runs on 127.0.0.1 with ports the kernel hands out and temporary
 directories; every process a fixture starts is stopped by that fixture, also when
@@ -213,11 +214,6 @@ class MetricsExporter(_Server):
 def write_yaml(path: Path, data) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="session")
-def repo() -> Path:
-    return REPO
 
 
 def environment_without_proxies() -> dict[str, str]:
