@@ -278,3 +278,65 @@ def test_critical_temperature_inhibits_the_utilization_warning(alerting_stack):
     # The temperature alert went out; the inhibited utilization alert did not.
     wait_until(lambda: any("HighGPUTemperature" in _attachment_text(p) for p in _gpu_posts(stack)), NOTIFY_TIMEOUT)
     assert not any("HighGPUUtilization" in _attachment_text(p) for p in stack.slack.snapshot())
+
+
+def _post_alerts(am_url: str, alerts: list[dict]):
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{am_url}/api/v2/alerts", data=json.dumps(alerts).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=5) as resp:
+        assert resp.status == 200
+
+
+def test_inhibition_rules_in_the_real_alertmanager(alerting_stack):
+    """Alerts posted straight to Alertmanager's API, with the labels alerts.yml
+    gives them: ServiceDown silences its job's other alerts, a critical alert
+    silences the warning about the same thing, and nothing else is silenced."""
+    rules = {r["alert"]: r["labels"] for r in alert_rules()}
+
+    def alert(name: str, **labels: str) -> dict:
+        return {"labels": {"alertname": name, **rules[name], **labels}, "annotations": {"summary": f"e2e {name}"}}
+
+    drift = {"job": "e2e-drift-monitor", "instance": "dm:8004", "service": "drift-monitor", "model": "m1"}
+    budget = {"job": "e2e-api-server", "instance": "api:8000", "service": "api-server"}
+    posted = [
+        alert("ServiceDown", job="e2e-gateway", instance="gateway:9002"),
+        alert("HighGatewayLatency", job="e2e-gateway"),
+        alert("HighErrorRate", job="e2e-other"),
+        alert("HighDriftScore", feature="topic", **drift),
+        alert("DriftDetected", feature="topic", **drift),
+        alert("DriftDetected", feature="length", **drift),
+        alert("BudgetExceeded", budget="monthly", **budget),
+        alert("BudgetWarning", budget="monthly", **budget),
+        alert("BudgetWarning", budget="research", **budget),
+    ]
+    _post_alerts(alerting_stack.am_url, posted)
+
+    expected = {
+        ("ServiceDown", None): "active",
+        ("HighGatewayLatency", None): "suppressed",  # its job is down
+        ("HighErrorRate", None): "active",  # another job
+        ("HighDriftScore", "topic"): "active",
+        ("DriftDetected", "topic"): "suppressed",  # HighDriftScore on the same model and feature
+        ("DriftDetected", "length"): "active",
+        ("BudgetExceeded", "monthly"): "active",
+        ("BudgetWarning", "monthly"): "suppressed",  # BudgetExceeded on the same budget
+        ("BudgetWarning", "research"): "active",
+    }
+
+    def current() -> dict:
+        got = {}
+        for a in http_get_json(f"{alerting_stack.am_url}/api/v2/alerts?inhibited=true&active=true"):
+            labels = a["labels"]
+            if labels.get("job", "").startswith("e2e-"):
+                got[(labels["alertname"], labels.get("feature") or labels.get("budget"))] = a["status"]["state"]
+        return got
+
+    try:
+        wait_until(lambda: current() == expected, 30, interval=0.5, what="the inhibition states")
+    except AssertionError:
+        raise AssertionError(f"expected {expected}\ngot {current()}") from None
