@@ -1,0 +1,265 @@
+//! The agent file: HTTP server, directories, label limits, sources and sinks.
+
+use super::duration::HumanDuration;
+use super::{ConfigError, ConfigErrors, Located, Position};
+use crate::event::labels::is_valid_name;
+use crate::sinks::console::ConsoleConfig;
+use crate::sinks::loki::config::LokiConfig;
+use crate::sources::file::FileConfig;
+use crate::sources::stdin::StdinConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where positions are kept. Relative paths are relative to the agent file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The directory of pipeline files (`*.yaml`, `*.yml`). Relative to the agent file.
+    #[serde(default)]
+    pub pipelines_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub sources: BTreeMap<String, Located<SourceConfig>>,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, Located<SinkConfig>>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_http_listen_address")]
+    pub http_listen_address: Located<String>,
+    /// How long SIGTERM waits for the sinks to deliver what is pending.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+fn default_http_listen_address() -> Located<String> {
+    Located::new("127.0.0.1:9080".into(), Position::START)
+}
+
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_listen_address: default_http_listen_address(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// Label safety limits (see `event::interner`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "default_max_label_values")]
+    pub max_label_values: usize,
+    #[serde(default = "default_max_label_names")]
+    pub max_label_names: usize,
+    #[serde(default = "default_max_label_value_length")]
+    pub max_label_value_length: usize,
+}
+
+fn default_max_label_values() -> usize {
+    1000
+}
+fn default_max_label_names() -> usize {
+    15
+}
+fn default_max_label_value_length() -> usize {
+    2048
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_label_values: default_max_label_values(),
+            max_label_names: default_max_label_names(),
+            max_label_value_length: default_max_label_value_length(),
+        }
+    }
+}
+
+/// A source, selected by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    Stdin(StdinConfig),
+    File(FileConfig),
+}
+
+crate::type_tagged!(SourceConfig, "source", {
+    "stdin" => Stdin(StdinConfig),
+    "file" => File(FileConfig),
+});
+
+impl SourceConfig {
+    /// Static labels the source puts on every entry.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            SourceConfig::Stdin(c) => &c.labels,
+            SourceConfig::File(c) => &c.labels,
+        }
+    }
+}
+
+/// A sink, selected by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConfig {
+    Loki(LokiConfig),
+    Console(ConsoleConfig),
+}
+
+crate::type_tagged!(SinkConfig, "sink", {
+    "loki" => Loki(LokiConfig),
+    "console" => Console(ConsoleConfig),
+});
+
+impl SinkConfig {
+    /// The log sources this sink takes entries from (empty: all of them).
+    pub fn sources(&self) -> &[String] {
+        match self {
+            SinkConfig::Loki(c) => &c.sources,
+            SinkConfig::Console(c) => &c.sources,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks what serde cannot: names, references between components, addresses.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let mut error = |position: Position, message: String| {
+            errors.push(ConfigError::new(file, position, message))
+        };
+        let address = &self.server.http_listen_address;
+        if address.value.parse::<SocketAddr>().is_err() {
+            error(
+                address.position,
+                format!(
+                    "server.http_listen_address `{}` is not an address such as 127.0.0.1:9080",
+                    address.value
+                ),
+            );
+        }
+        if self.sources.is_empty() {
+            error(
+                Position::START,
+                "no sources configured: add at least one under `sources:`".into(),
+            );
+        }
+        for (name, source) in &self.sources {
+            if name.is_empty() {
+                error(source.position, "a source needs a non-empty name".into());
+            }
+            for label in source.value.labels().keys() {
+                if !is_valid_name(label) || label.starts_with("__") {
+                    error(
+                        source.position,
+                        format!(
+                            "source `{name}`: `{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                        ),
+                    );
+                }
+            }
+        }
+        for (name, sink) in &self.sinks {
+            for source in sink.value.sources() {
+                if !self.sources.contains_key(source) {
+                    error(
+                        sink.position,
+                        format!(
+                            "sink `{name}` reads from source `{source}`, which is not configured"
+                        ),
+                    );
+                }
+            }
+            if let SinkConfig::Loki(loki) = &sink.value {
+                for message in loki.validate() {
+                    error(sink.position, format!("sink `{name}`: {message}"));
+                }
+            }
+        }
+        errors.into_result(())
+    }
+
+    /// The address of the HTTP server (valid after [`AgentConfig::validate`]).
+    pub fn http_listen_address(&self) -> Option<SocketAddr> {
+        self.server.http_listen_address.value.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml_expanded;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        parse_yaml_expanded(Path::new("a.yaml"), text)
+    }
+
+    #[test]
+    fn reads_a_small_agent_file() {
+        let config = parse(
+            "server:\n  http_listen_address: 0.0.0.0:9080\nsources:\n  in:\n    type: stdin\n    labels: {job: app}\nsinks:\n  out:\n    type: console\n",
+        )
+        .unwrap();
+        assert_eq!(config.sources["in"].value.type_name(), "stdin");
+        assert_eq!(config.sinks["out"].value.type_name(), "console");
+        config.validate(Path::new("a.yaml")).unwrap();
+    }
+
+    #[test]
+    fn places_errors_inside_components() {
+        let err = parse("sources:\n  in:\n    type: stdin\n    lables: {}\n").unwrap_err();
+        assert_eq!((err.position.line, err.position.column), (4, 5));
+        let err = parse("sources:\n  in:\n    labels: {}\n    type: stdin\n").unwrap_err();
+        assert!(
+            err.message.contains("starts with its `type`"),
+            "{}",
+            err.message
+        );
+        let err = parse("sources:\n  in:\n    type: kafka\n").unwrap_err();
+        assert!(
+            err.message.contains("unknown variant `kafka`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn validation_collects_every_error() {
+        let config = parse(
+            "server: {http_listen_address: nowhere}\nsources:\n  in: {type: stdin, labels: {bad-name: x}}\nsinks:\n  out: {type: console, sources: [missing]}\n",
+        )
+        .unwrap();
+        let errors = config.validate(Path::new("a.yaml")).unwrap_err();
+        let text = errors.to_string();
+        assert_eq!(errors.0.len(), 3, "{text}");
+        assert!(
+            text.contains("a.yaml:1:31: server.http_listen_address `nowhere`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`bad-name` is not a valid label name"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a.yaml:5:8: sink `out` reads from source `missing`"),
+            "{text}"
+        );
+    }
+}

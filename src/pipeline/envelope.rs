@@ -1,0 +1,150 @@
+//! `docker` and `cri`: unwrap container runtime log formats, as Promtail's stages of the same
+//! names do: the line becomes the container's output, the timestamp the runtime's, and the
+//! `stream` label is set.
+//!
+//! `docker` does not join the parts of lines that Docker split at 16 KiB (sources reading
+//! json-file logs from disk do that); `cri` joins partial (`P`) lines until the full (`F`) one.
+
+use super::hold::{Group, Groups, Holding, Offer, Released};
+use super::work::{LabelOp, Name, Value, Work};
+use super::{Flow, StageCtx, StageInfo};
+use crate::formats::StreamKind;
+use crate::formats::cri::parse_cri;
+use crate::formats::docker_json::{parse_envelope, unescape_log};
+use bytes::BufMut;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// The `stream` label name and its two values, shared.
+pub(crate) struct StreamLabel {
+    name: Arc<str>,
+    stdout: Arc<str>,
+    stderr: Arc<str>,
+}
+
+impl Default for StreamLabel {
+    fn default() -> Self {
+        StreamLabel {
+            name: Arc::from("stream"),
+            stdout: Arc::from("stdout"),
+            stderr: Arc::from("stderr"),
+        }
+    }
+}
+
+impl StreamLabel {
+    fn set(&self, w: &mut Work, stream: StreamKind) {
+        let value = match stream {
+            StreamKind::Stdout => &self.stdout,
+            StreamKind::Stderr => &self.stderr,
+        };
+        w.push_label_op(LabelOp::Set(
+            Name::Static(Arc::clone(&self.name)),
+            Value::Static(Arc::clone(value)),
+        ));
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct DockerStage {
+    stream: StreamLabel,
+}
+
+impl DockerStage {
+    pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let line = w.entry.line.clone();
+        let env = match parse_envelope(&line) {
+            Ok(env) => env,
+            Err(e) => {
+                info.error(|| e.to_string());
+                return Flow::Continue;
+            }
+        };
+        let (raw, _complete) = env.log_without_newline();
+        let new_line = if env.log_escaped {
+            let mut ok = true;
+            let unescaped = w.new_line(|out| ok = unescape_log(&env, out).is_ok());
+            if !ok {
+                info.error(|| "invalid escape in `log`".into());
+                return Flow::Continue;
+            }
+            unescaped
+        } else {
+            line.slice_ref(raw)
+        };
+        w.entry.line = new_line;
+        w.entry.timestamp = env.time;
+        self.stream.set(w, env.stream);
+        Flow::Continue
+    }
+}
+
+/// `cri`: `<time> <stream> <P|F> <content>`; partial lines are held and joined.
+pub(crate) struct CriStage {
+    pub max_partial_lines: usize,
+    /// Partial lines older than this are released as they are.
+    pub max_wait_nanos: i64,
+    pub groups: Arc<Groups>,
+    stream: StreamLabel,
+}
+
+impl CriStage {
+    pub fn new(max_partial_lines: usize, groups: Arc<Groups>) -> Self {
+        CriStage {
+            max_partial_lines,
+            max_wait_nanos: 5_000_000_000,
+            groups,
+            stream: StreamLabel::default(),
+        }
+    }
+}
+
+impl Holding for CriStage {
+    fn offer(&self, w: &mut Work, ctx: &mut StageCtx<'_>, info: &StageInfo) -> Offer {
+        let line = w.entry.line.clone();
+        let cri = match parse_cri(&line) {
+            Ok(cri) => cri,
+            Err(e) => {
+                info.error(|| e.to_string());
+                return Offer::Continue;
+            }
+        };
+        let key = (
+            Arc::clone(&w.source),
+            w.entry.labels.hash_value() ^ (cri.stream as u64 + 1),
+        );
+        let mut groups = self.groups.lock();
+        if let Some(group) = groups.get_mut(&key) {
+            group.append(b"", cri.content, ctx.now, ctx.acks);
+            if cri.partial && group.lines < self.max_partial_lines {
+                return Offer::Held(SmallVec::new());
+            }
+            let Some(group) = groups.remove(&key) else {
+                return Offer::Continue;
+            };
+            drop(groups);
+            // The joined line continues in place of this one, with the first part's time.
+            let Released { entry, acks } = group.release();
+            w.entry.timestamp = entry.timestamp;
+            w.entry.line = w.new_line(|out| out.put_slice(&entry.line));
+            self.stream.set(w, cri.stream);
+            // The parts' tokens travel with the joined line.
+            ctx.extra_acks.append(&mut { acks });
+            return Offer::Continue;
+        }
+        w.entry.timestamp = cri.time;
+        w.entry.line = line.slice_ref(cri.content);
+        self.stream.set(w, cri.stream);
+        if cri.partial && self.max_partial_lines > 1 {
+            w.commit_labels(ctx.cache);
+            let entry = w.take_entry();
+            groups.insert(key, Group::start(entry, ctx.now, ctx.acks));
+            return Offer::Held(SmallVec::new());
+        }
+        Offer::Continue
+    }
+
+    fn take_expired(&self, now: i64, force: bool) -> Vec<(Arc<str>, Released)> {
+        self.groups.take_expired(now, self.max_wait_nanos, force)
+    }
+}

@@ -1,0 +1,451 @@
+//! Stages that extract values from a line (or an extracted value): `json`, `logfmt`, `regex`.
+//!
+//! `json` is on the hot path of every structured log line. It parses with simd-json's tape into
+//! reused buffers, walks only the top-level keys its expressions start with, and records string
+//! values with their offset in the line, so that metadata taken from them shares the line's
+//! buffer instead of copying it.
+
+use super::work::{ExtractSink, Name, Work};
+use super::{Dropped, Flow, StageInfo};
+use prometheus_client::metrics::counter::Counter;
+use regex::bytes::Regex;
+use simd_json::{Node, StaticNode};
+use std::io::Write as _;
+use std::sync::Arc;
+
+/// One step of a JSON expression.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Segment {
+    Key(String),
+    Index(i64),
+}
+
+/// Parses the JMESPath subset Promtail configs use: `a.b`, `a[0]`, `a[-1]`, `"dotted.key"`,
+/// `a."b-c"[2].d`.
+pub(crate) fn parse_json_path(expr: &str) -> Result<Vec<Segment>, String> {
+    let mut segments = Vec::new();
+    let b = expr.as_bytes();
+    let mut i = 0;
+    let mut expect_key = true;
+    while i < b.len() {
+        match b[i] {
+            b'.' if !expect_key => {
+                i += 1;
+                expect_key = true;
+            }
+            b'[' => {
+                let end = expr[i..]
+                    .find(']')
+                    .ok_or_else(|| format!("`{expr}`: missing `]`"))?
+                    + i;
+                let index = expr[i + 1..end].trim();
+                let n: i64 = index.parse().map_err(|_| {
+                    format!("`{expr}`: `[{index}]` is not an array index (only dotted paths, [n] and \"quoted\" keys are supported)")
+                })?;
+                segments.push(Segment::Index(n));
+                i = end + 1;
+                expect_key = false;
+            }
+            b'"' if expect_key => {
+                let mut key = String::new();
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None => return Err(format!("`{expr}`: unterminated quoted key")),
+                        Some(b'"') => break,
+                        Some(b'\\') if matches!(b.get(j + 1), Some(b'"' | b'\\')) => {
+                            key.push(b[j + 1] as char);
+                            j += 2;
+                        }
+                        Some(_) => {
+                            let ch = expr[j..].chars().next().unwrap_or('\u{FFFD}');
+                            key.push(ch);
+                            j += ch.len_utf8();
+                        }
+                    }
+                }
+                segments.push(Segment::Key(key));
+                i = j + 1;
+                expect_key = false;
+            }
+            c if expect_key && (c == b'_' || c.is_ascii_alphabetic()) => {
+                let len = b[i..]
+                    .iter()
+                    .take_while(|c| **c == b'_' || c.is_ascii_alphanumeric())
+                    .count();
+                segments.push(Segment::Key(expr[i..i + len].to_string()));
+                i += len;
+                expect_key = false;
+            }
+            _ => {
+                return Err(format!(
+                    "`{expr}` is not supported: json expressions are dotted paths, [n] indexes and \"quoted\" keys (at `{}`)",
+                    &expr[i..]
+                ));
+            }
+        }
+    }
+    if segments.is_empty() || expect_key {
+        return Err(format!("`{expr}` is not a complete json expression"));
+    }
+    Ok(segments)
+}
+
+pub(crate) struct JsonExpr {
+    pub name: Arc<str>,
+    pub path: Vec<Segment>,
+}
+
+pub(crate) struct JsonStage {
+    pub source: Option<String>,
+    /// Empty: extract every top-level field.
+    pub exprs: Vec<JsonExpr>,
+    pub drop_malformed: Option<(Dropped, Counter)>,
+}
+
+/// The index after the value at `i` (a value spans `count + 1` nodes when nested).
+fn skip(tape: &[Node<'_>], i: usize) -> usize {
+    match tape[i] {
+        Node::Object { count, .. } | Node::Array { count, .. } => i + count + 1,
+        _ => i + 1,
+    }
+}
+
+fn lookup<'t, 'i>(tape: &'t [Node<'i>], mut i: usize, path: &[Segment]) -> Option<usize> {
+    for seg in path {
+        match (seg, tape.get(i)?) {
+            (Segment::Key(key), Node::Object { len, .. }) => {
+                let mut j = i + 1;
+                let mut found = None;
+                for _ in 0..*len {
+                    let Node::String(k) = tape.get(j)? else {
+                        return None;
+                    };
+                    if *k == key.as_str() {
+                        found = Some(j + 1);
+                        break;
+                    }
+                    j = skip(tape, j + 1);
+                }
+                i = found?;
+            }
+            (Segment::Index(n), Node::Array { len, .. }) => {
+                let idx = if *n < 0 { (*len as i64) + n } else { *n };
+                if idx < 0 || idx as usize >= *len {
+                    return None;
+                }
+                let mut j = i + 1;
+                for _ in 0..idx {
+                    j = skip(tape, j);
+                }
+                i = j;
+            }
+            _ => return None,
+        }
+    }
+    Some(i)
+}
+
+/// Writes the value at `i` as JSON text (for nested objects and arrays).
+fn write_json(tape: &[Node<'_>], i: usize, out: &mut Vec<u8>) -> usize {
+    match tape[i] {
+        Node::String(s) => {
+            crate::formats::json_string::escape_into(s.as_bytes(), out);
+            i + 1
+        }
+        Node::Static(s) => {
+            write_static(s, out);
+            i + 1
+        }
+        Node::Object { len, .. } => {
+            out.push(b'{');
+            let mut j = i + 1;
+            for n in 0..len {
+                if n > 0 {
+                    out.push(b',');
+                }
+                j = write_json(tape, j, out);
+                out.push(b':');
+                j = write_json(tape, j, out);
+            }
+            out.push(b'}');
+            j
+        }
+        Node::Array { len, .. } => {
+            out.push(b'[');
+            let mut j = i + 1;
+            for n in 0..len {
+                if n > 0 {
+                    out.push(b',');
+                }
+                j = write_json(tape, j, out);
+            }
+            out.push(b']');
+            j
+        }
+    }
+}
+
+fn write_static(s: StaticNode, out: &mut Vec<u8>) {
+    let _ = match s {
+        StaticNode::I64(v) => write!(out, "{v}"),
+        StaticNode::U64(v) => write!(out, "{v}"),
+        StaticNode::F64(v) => write!(out, "{v}"),
+        StaticNode::Bool(v) => write!(out, "{v}"),
+        StaticNode::Null => write!(out, "null"),
+        #[allow(unreachable_patterns)]
+        _ => write!(out, "null"),
+    };
+}
+
+/// Records the value at `i` under `key`. Nulls are not extracted (as in Promtail).
+fn record(
+    tape: &[Node<'_>],
+    i: usize,
+    key: Name,
+    sink: &mut ExtractSink<'_>,
+    input_ptr: usize,
+    line: Option<&[u8]>,
+) {
+    match tape[i] {
+        Node::String(s) => {
+            let origin = line.and_then(|line| {
+                let off = (s.as_ptr() as usize).checked_sub(input_ptr)?;
+                (line.get(off..off + s.len()) == Some(s.as_bytes())).then_some(off as u32)
+            });
+            sink.value_with(key, origin, |buf| buf.extend_from_slice(s.as_bytes()));
+        }
+        Node::Static(StaticNode::Null) => {}
+        Node::Static(st) => sink.value_with(key, None, |buf| write_static(st, buf)),
+        Node::Object { .. } | Node::Array { .. } => sink.value_with(key, None, |buf| {
+            write_json(tape, i, buf);
+        }),
+    }
+}
+
+impl JsonStage {
+    pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let Some(len) = w.load_json_input(self.source.as_deref()) else {
+            return Flow::Continue;
+        };
+        let from_line = self.source.is_none();
+        let (json, mut sink, line) = w.json_parts();
+        let input_ptr = json.input.as_ptr() as usize;
+        let mut tape = json
+            .tape
+            .take()
+            .unwrap_or_else(|| simd_json::Tape::null().reset());
+        let parsed =
+            simd_json::fill_tape_padded(&mut json.input, len, &mut json.buffers, &mut tape);
+        let ok = parsed.is_ok() && matches!(tape.0.first(), Some(Node::Object { .. }));
+        if ok {
+            let nodes = &tape.0;
+            let line = from_line.then_some(&line[..]);
+            if self.exprs.is_empty() {
+                let Some(Node::Object { len: keys, .. }) = nodes.first() else {
+                    unreachable!("checked above")
+                };
+                let mut j = 1;
+                for _ in 0..*keys {
+                    let Node::String(k) = nodes[j] else { break };
+                    let key = sink.name(k.as_bytes());
+                    record(nodes, j + 1, key, &mut sink, input_ptr, line);
+                    j = skip(nodes, j + 1);
+                }
+            } else {
+                for expr in &self.exprs {
+                    if let Some(i) = lookup(nodes, 0, &expr.path) {
+                        record(
+                            nodes,
+                            i,
+                            Name::Static(Arc::clone(&expr.name)),
+                            &mut sink,
+                            input_ptr,
+                            line,
+                        );
+                    }
+                }
+            }
+        }
+        json.tape = Some(tape.reset());
+        if ok {
+            return Flow::Continue;
+        }
+        match &self.drop_malformed {
+            Some((dropped, counter)) => {
+                counter.inc();
+                Flow::Drop(dropped.clone())
+            }
+            None => {
+                info.error(|| "not a JSON object".into());
+                Flow::Continue
+            }
+        }
+    }
+}
+
+/// `logfmt`: `key=value key2="quoted value"` pairs.
+pub(crate) struct LogfmtStage {
+    pub source: Option<String>,
+    /// (extracted name, logfmt key); empty: every key under its own name.
+    pub mapping: Vec<(Arc<str>, String)>,
+}
+
+/// Splits logfmt text into (key, value, value offset, value was quoted with escapes).
+fn logfmt_pairs(text: &[u8], mut f: impl FnMut(&[u8], &[u8], usize, bool)) -> bool {
+    let mut i = 0;
+    let mut any = false;
+    let mut unquoted = Vec::new();
+    while i < text.len() {
+        while i < text.len() && text[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key_start = i;
+        while i < text.len() && !text[i].is_ascii_whitespace() && text[i] != b'=' {
+            i += 1;
+        }
+        let key = &text[key_start..i];
+        if key.is_empty() {
+            if i < text.len() {
+                return false;
+            }
+            break;
+        }
+        if text.get(i) != Some(&b'=') {
+            f(key, b"", i, false);
+            any = true;
+            continue;
+        }
+        i += 1;
+        if text.get(i) == Some(&b'"') {
+            let start = i + 1;
+            let Some((end, escaped)) = crate::formats::json_string::scan_string(text, start) else {
+                return false;
+            };
+            if escaped {
+                unquoted.clear();
+                if crate::formats::json_string::unescape_into(&text[start..end], &mut unquoted)
+                    .is_none()
+                {
+                    return false;
+                }
+                f(key, &unquoted, start, true);
+            } else {
+                f(key, &text[start..end], start, false);
+            }
+            i = end + 1;
+        } else {
+            let start = i;
+            while i < text.len() && !text[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            f(key, &text[start..i], start, false);
+        }
+        any = true;
+    }
+    any
+}
+
+impl LogfmtStage {
+    pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let Some(text) = w.source_value(self.source.as_deref()) else {
+            return Flow::Continue;
+        };
+        let text = text.to_vec();
+        let from_line = self.source.is_none();
+        let mut sink = w.sink();
+        let ok = logfmt_pairs(&text, |key, value, at, escaped| {
+            let origin = (from_line && !escaped).then_some(at as u32);
+            if self.mapping.is_empty() {
+                let name = sink.name(key);
+                sink.value_with(name, origin, |buf| buf.extend_from_slice(value));
+            } else {
+                for (name, wanted) in &self.mapping {
+                    if wanted.as_bytes() == key {
+                        sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| {
+                            buf.extend_from_slice(value)
+                        });
+                    }
+                }
+            }
+        });
+        if !ok {
+            info.error(|| "not logfmt".into());
+        }
+        Flow::Continue
+    }
+}
+
+/// `regex`: named capture groups become extracted values.
+pub(crate) struct RegexStage {
+    pub source: Option<String>,
+    pub regex: Regex,
+    pub names: Vec<(usize, Arc<str>)>,
+}
+
+impl RegexStage {
+    pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let Some(text) = w.source_value(self.source.as_deref()) else {
+            return Flow::Continue;
+        };
+        let text = bytes::Bytes::copy_from_slice(text);
+        let Some(caps) = self.regex.captures(&text) else {
+            info.error(|| "regex did not match".into());
+            return Flow::Continue;
+        };
+        let from_line = self.source.is_none();
+        let mut sink = w.sink();
+        for (index, name) in &self.names {
+            if let Some(m) = caps.get(*index) {
+                let origin = from_line.then_some(m.start() as u32);
+                sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| {
+                    buf.extend_from_slice(m.as_bytes())
+                });
+            }
+        }
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths() {
+        use Segment::*;
+        assert_eq!(
+            parse_json_path("a.b").unwrap(),
+            [Key("a".into()), Key("b".into())]
+        );
+        assert_eq!(
+            parse_json_path(r#"items[0]."a.b"[-1]"#).unwrap(),
+            [Key("items".into()), Index(0), Key("a.b".into()), Index(-1)]
+        );
+        for bad in ["", "a.", "a[x]", "a[?b==1]", "length(a)", "a || b", "a.*"] {
+            assert!(parse_json_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn logfmt_splitting() {
+        let mut got = Vec::new();
+        assert!(logfmt_pairs(
+            br#"level=info msg="hello \"world\"" flag dur=1.5s"#,
+            |k, v, at, esc| {
+                got.push((
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                    at,
+                    esc,
+                ));
+            }
+        ));
+        assert_eq!(got[0], ("level".into(), "info".into(), 6, false));
+        assert_eq!(got[1].1, "hello \"world\"");
+        assert!(got[1].3);
+        assert_eq!(got[2], ("flag".into(), "".into(), 37, false));
+        assert_eq!(got[3].1, "1.5s");
+        assert!(!logfmt_pairs(b"=x", |_, _, _, _| {}));
+    }
+}

@@ -1,0 +1,130 @@
+//! Stages that rewrite values: `output` (the line becomes an extracted value), `template`
+//! (an extracted value from a Go template) and `replace` (regex replacement in the line or a
+//! value).
+
+use super::template::Template;
+use super::work::{Name, Work};
+use super::{Flow, StageInfo};
+use bytes::BufMut;
+use regex::bytes::Regex;
+use std::sync::Arc;
+
+/// Template fields over a [`Work`]: `.Value` is `value`, `.Entry` the line, others extracted.
+struct WorkFields<'a> {
+    w: &'a Work,
+    value: Option<&'a [u8]>,
+}
+
+impl super::template::Fields for WorkFields<'_> {
+    fn field(&self, name: &str) -> Option<String> {
+        let bytes = match name {
+            "Value" => self.value?,
+            "Entry" => &self.w.entry.line[..],
+            _ => self.w.extracted(name)?,
+        };
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// `output`: the line becomes the extracted value `source` (missing: unchanged).
+pub(crate) struct OutputStage {
+    pub source: String,
+}
+
+impl OutputStage {
+    pub fn apply(&self, w: &mut Work, _info: &StageInfo) -> Flow {
+        if let Some(value) = w.extracted_bytes(&self.source) {
+            w.entry.line = value;
+        }
+        Flow::Continue
+    }
+}
+
+/// `template`: the extracted value `source` becomes the template's result.
+pub(crate) struct TemplateStage {
+    pub source: Arc<str>,
+    pub template: Template,
+}
+
+impl TemplateStage {
+    pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let rendered = {
+            let fields = WorkFields {
+                w,
+                value: w.extracted(&self.source),
+            };
+            self.template.render(&fields)
+        };
+        match rendered {
+            Ok(text) => w.extract_bytes(Name::Static(Arc::clone(&self.source)), text.as_bytes()),
+            Err(e) => info.error(|| e),
+        }
+        Flow::Continue
+    }
+}
+
+/// `replace`: every match of `regex` in the source (the line by default) is rewritten with the
+/// template; with capture groups, each group's text is replaced and the rest of the match kept.
+/// Named groups are extracted too.
+pub(crate) struct ReplaceStage {
+    pub source: Option<String>,
+    pub regex: Regex,
+    pub template: Template,
+    pub names: Vec<(usize, Arc<str>)>,
+}
+
+impl ReplaceStage {
+    pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let Some(text) = w.source_value(self.source.as_deref()) else {
+            return Flow::Continue;
+        };
+        let text = text.to_vec();
+        let mut out: Vec<u8> = Vec::with_capacity(text.len());
+        let mut last = 0;
+        let mut matched = false;
+        let mut named: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+        for caps in self.regex.captures_iter(&text) {
+            matched = true;
+            for (index, name) in &self.names {
+                if let Some(m) = caps.get(*index) {
+                    named.push((Arc::clone(name), m.as_bytes().to_vec()));
+                }
+            }
+            let groups: Vec<regex::bytes::Match<'_>> = if caps.len() > 1 {
+                caps.iter().skip(1).flatten().collect()
+            } else {
+                caps.get(0).into_iter().collect()
+            };
+            for m in groups {
+                if m.start() < last {
+                    continue;
+                }
+                out.extend_from_slice(&text[last..m.start()]);
+                let fields = WorkFields {
+                    w,
+                    value: Some(m.as_bytes()),
+                };
+                match self.template.render(&fields) {
+                    Ok(r) => out.extend_from_slice(r.as_bytes()),
+                    Err(e) => {
+                        info.error(|| e);
+                        return Flow::Continue;
+                    }
+                }
+                last = m.end();
+            }
+        }
+        if !matched {
+            return Flow::Continue;
+        }
+        out.extend_from_slice(&text[last..]);
+        for (name, value) in named {
+            w.extract_bytes(Name::Static(name), &value);
+        }
+        match &self.source {
+            None => w.entry.line = w.new_line(|b| b.put_slice(&out)),
+            Some(key) => w.extract_bytes(Name::Static(Arc::from(key.as_str())), &out),
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,5 @@
+//! Protobuf messages for Loki push (`logproto`), decoded with prost. The sink encodes pushes by
+//! hand (see `sinks::loki::encode`); these types are the reference the encoder is tested
+//! against and what the test receiver decodes with.
+
+pub mod logproto;

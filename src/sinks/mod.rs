@@ -1,0 +1,5 @@
+//! Sinks: where entries go. Each takes batches from its own bounded queue and settles their
+//! acknowledgement tokens when it is done with them.
+
+pub mod console;
+pub mod loki;

@@ -1,0 +1,5 @@
+//! Sources: where entries come from. Each hands batches to the topology through an
+//! [`crate::topology`] emitter and never sees pipelines or sinks.
+
+pub mod file;
+pub mod stdin;
