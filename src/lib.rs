@@ -4,6 +4,7 @@
 //! and end-to-end acknowledgements (see `DESIGN.md`). Sources, pipelines and sinks never import
 //! one another; shared types live in [`event`], [`formats`] and [`config`].
 
+pub mod app;
 pub mod config;
 pub mod event;
 pub mod formats;
@@ -12,3 +13,4 @@ pub mod proto;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
+pub mod topology;

@@ -1,3 +1,284 @@
-fn main() {
-    println!("Hello, world!");
+//! The `sluice` command line: `run`, `check`, `test`.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice::app;
+use sluice::config::ConfigErrors;
+use sluice::event::LabelSet;
+use sluice::pipeline::dry_run::{self, DryRun, entry_json};
+use sluice::pipeline::{BuildContext, build_set};
+use sluice::sinks::console::write_text;
+use sluice::telemetry::Telemetry;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "One agent for logs, traces and node metrics: container logs to Loki, OTLP traces to Jaeger, scrapes to Prometheus",
+    long_about = None,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level of the agent's own logs: error, warn, info, debug, trace.
+    #[arg(long = "log.level", global = true, default_value = "info", env = "SLUICE_LOG_LEVEL")]
+    log_level: String,
+    /// Format of the agent's own logs (on stderr).
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = LogFormat::Json, env = "SLUICE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM or SIGINT (SIGHUP or POST /-/reload reloads the config).
+    Run {
+        /// The agent config file.
+        #[arg(short, long, value_name = "FILE", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the agent file and every pipeline file (and run the pipelines' test cases).
+    /// Prints each problem as FILE:LINE:COL: message and exits 1 if there is any.
+    Check {
+        #[arg(short, long, value_name = "FILE", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run lines through a pipeline file and print what comes out, or run its test cases.
+    Test {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Lines to run, one per line (`-` for stdin). Without it, the file's own test cases run.
+        #[arg(short, long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// How to print results.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// A label the source would have set (repeatable): --label container=api
+        #[arg(short, long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        /// The source the lines come from (for pipelines that select by source).
+        #[arg(long, default_value = "test")]
+        source: String,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    let mut stderr = std::io::stderr().lock();
+    for e in &errors.0 {
+        let _ = writeln!(stderr, "{e}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Test { pipeline, input, format, labels, source } => {
+            match test(&pipeline, input.as_deref(), format, &labels, &source) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(config: &Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sluice").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(app::AppError::Config(errors)) => {
+            print_errors(&errors);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sluice cannot start");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(config: &Path) -> ExitCode {
+    let loaded = match app::check(config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = Telemetry::new();
+    let mut failed = false;
+    for pipeline in &loaded.pipelines {
+        let build = || {
+            build_set(
+                std::slice::from_ref(pipeline),
+                &BuildContext { metrics: &telemetry.metrics.pipeline, previous: None },
+            )
+            .unwrap_or_else(|_| sluice::pipeline::PipelineSet::empty())
+        };
+        for report in dry_run::run_cases(pipeline, build) {
+            for d in &report.differences {
+                failed = true;
+                eprintln!(
+                    "{}:{}:{}: test `{}`: {d}",
+                    pipeline.path.display(),
+                    report.position.line,
+                    report.position.column,
+                    report.name
+                );
+            }
+        }
+    }
+    if failed {
+        return ExitCode::FAILURE;
+    }
+    let cases: usize = loaded.pipelines.iter().map(|p| p.file.tests.len()).sum();
+    println!(
+        "{}: OK ({} sources, {} sinks, {} pipelines, {cases} pipeline test cases passed)",
+        config.display(),
+        loaded.agent.sources.len(),
+        loaded.agent.sinks.len(),
+        loaded.pipelines.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn test(
+    path: &Path,
+    input: Option<&Path>,
+    format: OutputFormat,
+    labels: &[String],
+    source: &str,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match app::load_pipeline(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let telemetry = Telemetry::new();
+    let build = || {
+        build_set(
+            std::slice::from_ref(&pipeline),
+            &BuildContext { metrics: &telemetry.metrics.pipeline, previous: None },
+        )
+    };
+    let set = match build() {
+        Ok(set) => set,
+        Err(errors) => {
+            print_errors(&errors);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(input) = input else {
+        let reports =
+            dry_run::run_cases(&pipeline, || build().unwrap_or_else(|_| sluice::pipeline::PipelineSet::empty()));
+        let mut failed = 0;
+        for r in &reports {
+            if r.differences.is_empty() {
+                println!("ok    {}", r.name);
+            } else {
+                failed += 1;
+                println!("FAIL  {} ({}:{}:{})", r.name, path.display(), r.position.line, r.position.column);
+                for d in &r.differences {
+                    println!("        {d}");
+                }
+            }
+        }
+        println!("{} test cases, {} passed, {failed} failed", reports.len(), reports.len() - failed);
+        return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    };
+    let mut pairs = Vec::new();
+    for l in labels {
+        let (n, v) = l.split_once('=').with_context(|| format!("--label {l}: expected NAME=VALUE"))?;
+        pairs.push((n.to_string(), v.to_string()));
+    }
+    if pairs.is_empty() {
+        pairs.push(("job".into(), source.to_string()));
+    }
+    let labels = LabelSet::from_pairs(pairs);
+    let reader: Box<dyn BufRead> = if input == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
+        ))
+    };
+    let mut dry = DryRun::new(set);
+    let mut out = std::io::stdout().lock();
+    let print = |out: &mut std::io::StdoutLock<'_>,
+                 entry: &sluice::event::LogEntry,
+                 dropped: Option<&sluice::pipeline::DropRecord>|
+     -> std::io::Result<()> {
+        match format {
+            OutputFormat::Json => writeln!(out, "{}", entry_json(entry, dropped)),
+            OutputFormat::Text => {
+                let mut text = Vec::new();
+                write_text(entry, &mut text);
+                match dropped {
+                    Some(d) => {
+                        writeln!(out, "DROPPED by {} ({}): {}", d.stage, d.reason, String::from_utf8_lossy(&text))
+                    }
+                    None => writeln!(out, "{}", String::from_utf8_lossy(&text)),
+                }
+            }
+        }
+    };
+    for line in reader.split(b'\n') {
+        let mut line = line.context("reading input")?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let now = sluice::event::now_nanos();
+        let result = dry.run_line(source, &labels, now, &line);
+        if let Some(d) = &result.dropped {
+            let original = sluice::event::LogEntry::new(now, bytes::Bytes::from(line), labels.clone());
+            print(&mut out, &original, Some(d))?;
+        }
+        for entry in &result.entries {
+            print(&mut out, entry, None)?;
+        }
+    }
+    for entry in dry.finish() {
+        print(&mut out, &entry, None)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

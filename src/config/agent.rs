@@ -142,24 +142,16 @@ impl AgentConfig {
     /// Checks what serde cannot: names, references between components, addresses.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let mut error = |position: Position, message: String| {
-            errors.push(ConfigError::new(file, position, message))
-        };
+        let mut error = |position: Position, message: String| errors.push(ConfigError::new(file, position, message));
         let address = &self.server.http_listen_address;
         if address.value.parse::<SocketAddr>().is_err() {
             error(
                 address.position,
-                format!(
-                    "server.http_listen_address `{}` is not an address such as 127.0.0.1:9080",
-                    address.value
-                ),
+                format!("server.http_listen_address `{}` is not an address such as 127.0.0.1:9080", address.value),
             );
         }
         if self.sources.is_empty() {
-            error(
-                Position::START,
-                "no sources configured: add at least one under `sources:`".into(),
-            );
+            error(Position::START, "no sources configured: add at least one under `sources:`".into());
         }
         for (name, source) in &self.sources {
             if name.is_empty() {
@@ -181,9 +173,7 @@ impl AgentConfig {
                 if !self.sources.contains_key(source) {
                     error(
                         sink.position,
-                        format!(
-                            "sink `{name}` reads from source `{source}`, which is not configured"
-                        ),
+                        format!("sink `{name}` reads from source `{source}`, which is not configured"),
                     );
                 }
             }
@@ -227,17 +217,9 @@ mod tests {
         let err = parse("sources:\n  in:\n    type: stdin\n    lables: {}\n").unwrap_err();
         assert_eq!((err.position.line, err.position.column), (4, 5));
         let err = parse("sources:\n  in:\n    labels: {}\n    type: stdin\n").unwrap_err();
-        assert!(
-            err.message.contains("starts with its `type`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("starts with its `type`"), "{}", err.message);
         let err = parse("sources:\n  in:\n    type: kafka\n").unwrap_err();
-        assert!(
-            err.message.contains("unknown variant `kafka`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("unknown variant `kafka`"), "{}", err.message);
     }
 
     #[test]
@@ -249,17 +231,8 @@ mod tests {
         let errors = config.validate(Path::new("a.yaml")).unwrap_err();
         let text = errors.to_string();
         assert_eq!(errors.0.len(), 3, "{text}");
-        assert!(
-            text.contains("a.yaml:1:31: server.http_listen_address `nowhere`"),
-            "{text}"
-        );
-        assert!(
-            text.contains("`bad-name` is not a valid label name"),
-            "{text}"
-        );
-        assert!(
-            text.contains("a.yaml:5:8: sink `out` reads from source `missing`"),
-            "{text}"
-        );
+        assert!(text.contains("a.yaml:1:31: server.http_listen_address `nowhere`"), "{text}");
+        assert!(text.contains("`bad-name` is not a valid label name"), "{text}");
+        assert!(text.contains("a.yaml:5:8: sink `out` reads from source `missing`"), "{text}");
     }
 }

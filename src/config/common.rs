@@ -55,11 +55,7 @@ fn default_max_period() -> HumanDuration {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        BackoffConfig {
-            min_period: default_min_period(),
-            max_period: default_max_period(),
-            max_retries: None,
-        }
+        BackoffConfig { min_period: default_min_period(), max_period: default_max_period(), max_retries: None }
     }
 }
 
@@ -90,9 +86,6 @@ fn default_queue_bytes() -> ByteSize {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig {
-            max_bytes: default_queue_bytes(),
-            when_full: WhenFull::Block,
-        }
+        QueueConfig { max_bytes: default_queue_bytes(), when_full: WhenFull::Block }
     }
 }

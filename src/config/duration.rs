@@ -46,24 +46,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!(
-                "invalid duration `{text}`: expected a number at `{rest}`"
-            ));
+            return Err(format!("invalid duration `{text}`: expected a number at `{rest}`"));
         }
-        let number: f64 = rest[..num_len].parse().map_err(|_| {
-            format!(
-                "invalid duration `{text}`: bad number `{}`",
-                &rest[..num_len]
-            )
-        })?;
+        let number: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration `{text}`: bad number `{}`", &rest[..num_len]))?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -74,9 +65,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "d" => 86400.0,
             "w" => 604800.0,
             "" => {
-                return Err(format!(
-                    "invalid duration `{text}`: missing unit (use ms, s, m, h, d)"
-                ));
+                return Err(format!("invalid duration `{text}`: missing unit (use ms, s, m, h, d)"));
             }
             unit => {
                 return Err(format!(
@@ -96,9 +85,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(de::Error::custom)
+        parse_duration(&text).map(HumanDuration).map_err(de::Error::custom)
     }
 }
 
@@ -125,9 +112,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     if num_len == 0 {
         return Err(format!("invalid size `{text}`: expected a number"));
     }
-    let number: u64 = s[..num_len]
-        .parse()
-        .map_err(|_| format!("invalid size `{text}`"))?;
+    let number: u64 = s[..num_len].parse().map_err(|_| format!("invalid size `{text}`"))?;
     let multiplier: u64 = match s[num_len..].trim() {
         "" | "B" => 1,
         "KB" | "kB" => 1000,
@@ -137,14 +122,10 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "MiB" | "Mi" => 1024 * 1024,
         "GiB" | "Gi" => 1024 * 1024 * 1024,
         unit => {
-            return Err(format!(
-                "invalid size `{text}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB, GiB)"
-            ));
+            return Err(format!("invalid size `{text}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB, GiB)"));
         }
     };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("invalid size `{text}`: too large"))
+    number.checked_mul(multiplier).ok_or_else(|| format!("invalid size `{text}`: too large"))
 }
 
 impl<'de> Deserialize<'de> for ByteSize {
@@ -159,9 +140,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 parse_byte_size(v).map(ByteSize).map_err(E::custom)

@@ -33,10 +33,7 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
         }
         out.push_str(before);
         let at = &rest[i..];
-        let position = Position {
-            line,
-            column: (text[line_start..consumed + i].chars().count() + 1) as u32,
-        };
+        let position = Position { line, column: (text[line_start..consumed + i].chars().count() + 1) as u32 };
         if let Some(tail) = at.strip_prefix("$$") {
             out.push('$');
             consumed += i + 2;
@@ -50,27 +47,18 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             continue;
         };
         let Some(end) = body_start.find('}') else {
-            return Err(ExpandError {
-                position,
-                message: "unterminated `${`: missing `}`".into(),
-            });
+            return Err(ExpandError { position, message: "unterminated `${`: missing `}`".into() });
         };
         let body = &body_start[..end];
         if body.contains('\n') {
-            return Err(ExpandError {
-                position,
-                message: "unterminated `${`: missing `}` on the same line".into(),
-            });
+            return Err(ExpandError { position, message: "unterminated `${`: missing `}` on the same line".into() });
         }
         let (name, default) = match body.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
             None => (body, None),
         };
         if !is_var_name(name) {
-            return Err(ExpandError {
-                position,
-                message: format!("invalid variable name `{name}` in `${{{body}}}`"),
-            });
+            return Err(ExpandError { position, message: format!("invalid variable name `{name}` in `${{{body}}}`") });
         }
         let value = match (lookup(name), default) {
             (Some(v), Some(d)) if v.is_empty() => d.to_string(),
@@ -122,17 +110,11 @@ mod tests {
 
     #[test]
     fn expands_set_unset_and_defaults() {
-        assert_eq!(
-            expand("url: http://${HOST}:3100", env).unwrap(),
-            "url: http://loki:3100"
-        );
+        assert_eq!(expand("url: http://${HOST}:3100", env).unwrap(), "url: http://loki:3100");
         assert_eq!(expand("a: ${NOPE:-x y}", env).unwrap(), "a: x y");
         assert_eq!(expand("a: ${EMPTY:-d}", env).unwrap(), "a: d");
         assert_eq!(expand("a: '${EMPTY}'", env).unwrap(), "a: ''");
-        assert_eq!(
-            expand("a: $$HOST $HOST $", env).unwrap(),
-            "a: $HOST $HOST $"
-        );
+        assert_eq!(expand("a: $$HOST $HOST $", env).unwrap(), "a: $HOST $HOST $");
         assert_eq!(expand("a: ${NOPE:-}", env).unwrap(), "a: ");
     }
 
@@ -151,9 +133,6 @@ mod tests {
     #[test]
     fn keeps_line_count() {
         let text = "a: ${HOST}\n\nb: ${NOPE:-z}\nc: $$\n";
-        assert_eq!(
-            expand(text, env).unwrap().lines().count(),
-            text.lines().count()
-        );
+        assert_eq!(expand(text, env).unwrap().lines().count(), text.lines().count());
     }
 }

@@ -72,10 +72,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
             line: u32::try_from(spanned.referenced.line()).unwrap_or(u32::MAX),
             column: u32::try_from(spanned.referenced.column()).unwrap_or(u32::MAX),
         };
-        Ok(Located {
-            value: spanned.value,
-            position,
-        })
+        Ok(Located { value: spanned.value, position })
     }
 }
 
@@ -89,24 +86,13 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: impl Into<PathBuf>, position: Position, message: impl Into<String>) -> Self {
-        Self {
-            file: file.into(),
-            position,
-            message: message.into(),
-        }
+        Self { file: file.into(), position, message: message.into() }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.position.line,
-            self.position.column,
-            self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.position.line, self.position.column, self.message)
     }
 }
 
@@ -129,8 +115,7 @@ impl ConfigErrors {
         if self.0.is_empty() {
             return Ok(value);
         }
-        self.0
-            .sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
+        self.0.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
         Err(self)
     }
 }
@@ -157,8 +142,7 @@ impl std::error::Error for ConfigErrors {}
 
 /// Reads `path` as UTF-8 text.
 pub fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, Position::START, format!("cannot read file: {e}")))
+    std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, Position::START, format!("cannot read file: {e}")))
 }
 
 /// Expands `${VAR}` in `text` (from the process environment) and deserializes it.
@@ -169,10 +153,7 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Resu
 }
 
 /// Deserializes YAML text that needs no expansion.
-pub fn parse_yaml_expanded<T: for<'de> Deserialize<'de>>(
-    file: &Path,
-    text: &str,
-) -> Result<T, ConfigError> {
+pub fn parse_yaml_expanded<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, ConfigError> {
     serde_saphyr::from_str(text).map_err(|e| {
         let position = e
             .location()
@@ -181,11 +162,7 @@ pub fn parse_yaml_expanded<T: for<'de> Deserialize<'de>>(
                 column: u32::try_from(l.column()).unwrap_or(u32::MAX),
             })
             .unwrap_or(Position::START);
-        ConfigError::new(
-            file,
-            position,
-            yaml_message(&e.without_snippet().to_string()),
-        )
+        ConfigError::new(file, position, yaml_message(&e.without_snippet().to_string()))
     })
 }
 
@@ -194,10 +171,7 @@ pub fn parse_yaml_expanded<T: for<'de> Deserialize<'de>>(
 fn yaml_message(rendered: &str) -> String {
     let mut message = rendered.trim();
     if let Some(i) = message.rfind(" at line ") {
-        if message[i + 9..]
-            .split(", column ")
-            .all(|part| part.trim().chars().all(|c| c.is_ascii_digit()))
-        {
+        if message[i + 9..].split(", column ").all(|part| part.trim().chars().all(|c| c.is_ascii_digit())) {
             message = &message[..i];
         }
     }
@@ -223,14 +197,8 @@ mod tests {
 
     #[test]
     fn errors_carry_file_line_and_column() {
-        assert_eq!(
-            err("a: 1\nc: 2\n").to_string(),
-            "f.yaml:2:1: unknown field `c`, expected one of a, b"
-        );
-        assert_eq!(
-            err("a: 1\na: 2\n").to_string(),
-            "f.yaml:2:1: duplicate mapping key: a"
-        );
+        assert_eq!(err("a: 1\nc: 2\n").to_string(), "f.yaml:2:1: unknown field `c`, expected one of a, b");
+        assert_eq!(err("a: 1\na: 2\n").to_string(), "f.yaml:2:1: duplicate mapping key: a");
         assert_eq!(err("b: x\n").position, Position { line: 1, column: 1 });
         assert!(err("b: x\n").message.contains("missing field `a`"));
     }
@@ -239,10 +207,7 @@ mod tests {
     fn located_records_place_and_ignores_it_in_eq() {
         let s: Sample = parse_yaml_expanded(Path::new("f"), "a: 1\nb: hello\n").unwrap();
         let b = s.b.unwrap();
-        assert_eq!(
-            (b.value.as_str(), b.position),
-            ("hello", Position { line: 2, column: 4 })
-        );
+        assert_eq!((b.value.as_str(), b.position), ("hello", Position { line: 2, column: 4 }));
         assert_eq!(b, Located::new("hello".to_string(), Position::START));
     }
 }

@@ -399,46 +399,24 @@ tests:
         assert_eq!(file.selection.sources, ["docker"]);
         assert_eq!(file.stages.len(), 9);
         assert_eq!(file.stages[2].position, Position { line: 8, column: 5 });
-        let StageConfig::Json(json) = &file.stages[2].value else {
-            panic!("json")
-        };
+        let StageConfig::Json(json) = &file.stages[2].value else { panic!("json") };
         assert_eq!(json.expressions["level"], None);
-        assert_eq!(
-            json.expressions["first"].as_ref().unwrap().value,
-            r#"items[0]."a.b""#
-        );
-        let StageConfig::Drop(drop) = &file.stages[6].value else {
-            panic!("drop")
-        };
+        assert_eq!(json.expressions["first"].as_ref().unwrap().value, r#"items[0]."a.b""#);
+        let StageConfig::Drop(drop) = &file.stages[6].value else { panic!("drop") };
         assert_eq!(drop.source.as_ref().unwrap().0, ["level", "svc"]);
         assert_eq!(drop.longer_than, Some(ByteSize(8192)));
-        assert_eq!(
-            file.tests[0].value.expect.dropped,
-            Some(DroppedExpectation::No)
-        );
+        assert_eq!(file.tests[0].value.expect.dropped, Some(DroppedExpectation::No));
     }
 
     #[test]
     fn unknown_stage_and_field_are_placed() {
-        let err =
-            parse_yaml_expanded::<PipelineFile>(Path::new("p.yaml"), "stages:\n  - jsn: {}\n")
-                .unwrap_err();
+        let err = parse_yaml_expanded::<PipelineFile>(Path::new("p.yaml"), "stages:\n  - jsn: {}\n").unwrap_err();
         assert_eq!(err.position, Position { line: 2, column: 5 });
-        assert!(
-            err.message.contains("unknown variant `jsn`"),
-            "{}",
-            err.message
-        );
-        let err = parse_yaml_expanded::<PipelineFile>(
-            Path::new("p.yaml"),
-            "stages:\n  - json:\n      expresions: {}\n",
-        )
-        .unwrap_err();
+        assert!(err.message.contains("unknown variant `jsn`"), "{}", err.message);
+        let err =
+            parse_yaml_expanded::<PipelineFile>(Path::new("p.yaml"), "stages:\n  - json:\n      expresions: {}\n")
+                .unwrap_err();
         assert_eq!(err.position.line, 3);
-        assert!(
-            err.message.contains("unknown field `expresions`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("unknown field `expresions`"), "{}", err.message);
     }
 }

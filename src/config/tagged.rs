@@ -22,9 +22,7 @@ where
             let kind: String = map.next_value()?;
             build(&kind, MapAccessDeserializer::new(map))
         }
-        Some(key) => Err(de::Error::custom(format!(
-            "a {what} starts with its `type` (found `{key}` first)"
-        ))),
+        Some(key) => Err(de::Error::custom(format!("a {what} starts with its `type` (found `{key}` first)"))),
         None => Err(de::Error::custom(format!("a {what} needs a `type`"))),
     }
 }

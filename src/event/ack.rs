@@ -35,11 +35,7 @@ struct AckState {
 impl Drop for AckState {
     fn drop(&mut self) {
         if let Some(callback) = self.callback.get_mut().take() {
-            let status = if *self.abandoned.get_mut() {
-                AckStatus::Abandoned
-            } else {
-                AckStatus::Settled
-            };
+            let status = if *self.abandoned.get_mut() { AckStatus::Abandoned } else { AckStatus::Settled };
             callback(status);
         }
     }
@@ -54,14 +50,8 @@ pub struct AckToken {
 impl AckToken {
     /// A token whose `callback` runs once, when the last share is gone.
     pub fn new(callback: impl FnOnce(AckStatus) + Send + 'static) -> Self {
-        let state = AckState {
-            abandoned: AtomicBool::new(false),
-            callback: Mutex::new(Some(Box::new(callback))),
-        };
-        AckToken {
-            state: Arc::new(state),
-            settled: false,
-        }
+        let state = AckState { abandoned: AtomicBool::new(false), callback: Mutex::new(Some(Box::new(callback))) };
+        AckToken { state: Arc::new(state), settled: false }
     }
 
     /// This holder is done with the entries.
@@ -72,10 +62,7 @@ impl AckToken {
 
 impl Clone for AckToken {
     fn clone(&self) -> Self {
-        AckToken {
-            state: Arc::clone(&self.state),
-            settled: false,
-        }
+        AckToken { state: Arc::clone(&self.state), settled: false }
     }
 }
 
@@ -89,9 +76,7 @@ impl Drop for AckToken {
 
 impl fmt::Debug for AckToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AckToken")
-            .field("settled", &self.settled)
-            .finish()
+        f.debug_struct("AckToken").field("settled", &self.settled).finish()
     }
 }
 

@@ -39,11 +39,7 @@ pub struct LabelLimits {
 impl Default for LabelLimits {
     fn default() -> Self {
         // Loki 3 defaults: 15 label names per series, values up to 2048 bytes.
-        LabelLimits {
-            max_values_per_label: 1000,
-            max_names: 15,
-            max_value_length: 2048,
-        }
+        LabelLimits { max_values_per_label: 1000, max_names: 15, max_value_length: 2048 }
     }
 }
 
@@ -122,10 +118,7 @@ impl LabelInterner {
         let generation = self.generation();
         let mut state = self.state.lock();
         if let Some(found) = find(&mut state, candidate, hash, generation) {
-            return Resolved {
-                set: found,
-                moved: SmallVec::new(),
-            };
+            return Resolved { set: found, moved: SmallVec::new() };
         }
         let mut kept: Vec<LabelPair> = Vec::with_capacity(candidate.len());
         let mut moved: SmallVec<[LabelPair; 1]> = SmallVec::new();
@@ -137,10 +130,7 @@ impl LabelInterner {
                 moved.push((name, value));
                 continue;
             }
-            let known = state
-                .values
-                .get(&name)
-                .is_some_and(|values| values.contains_key(&value));
+            let known = state.values.get(&name).is_some_and(|values| values.contains_key(&value));
             let distinct = state.values.get(&name).map_or(0, HashMap::len);
             if !known && distinct >= self.limits.max_values_per_label {
                 if state.warned.insert(Arc::clone(&name)) {
@@ -174,26 +164,17 @@ impl LabelInterner {
         }
         let reduced_hash = hash_pairs(kept.iter().map(|(n, v)| (&**n, &**v)));
         let existing = {
-            let reduced: SmallVec<[(&str, &str); 16]> =
-                kept.iter().map(|(n, v)| (&**n, &**v)).collect();
+            let reduced: SmallVec<[(&str, &str); 16]> = kept.iter().map(|(n, v)| (&**n, &**v)).collect();
             find(&mut state, &reduced, reduced_hash, generation)
         };
         if let Some(found) = existing {
             return Resolved { set: found, moved };
         }
         for (name, value) in &kept {
-            *state
-                .values
-                .entry(Arc::clone(name))
-                .or_default()
-                .entry(Arc::clone(value))
-                .or_insert(0) += 1;
+            *state.values.entry(Arc::clone(name)).or_default().entry(Arc::clone(value)).or_insert(0) += 1;
         }
         let set = LabelSet::from_sorted_unchecked(kept);
-        state.sets.entry(reduced_hash).or_default().push(Interned {
-            set: set.clone(),
-            last_used: generation,
-        });
+        state.sets.entry(reduced_hash).or_default().push(Interned { set: set.clone(), last_used: generation });
         state.count += 1;
         self.interned_sets.set(state.count as i64);
         Resolved { set, moved }
@@ -201,16 +182,9 @@ impl LabelInterner {
 
     fn count_move(&self, name: &Arc<str>, reason: MoveReason) {
         if reason == MoveReason::Cardinality {
-            self.capped
-                .get_or_create(&LabelName {
-                    label: name.to_string(),
-                })
-                .inc();
+            self.capped.get_or_create(&LabelName { label: name.to_string() }).inc();
         } else {
-            let labels = LabelReason {
-                label: name.to_string(),
-                reason: reason.as_str().to_string(),
-            };
+            let labels = LabelReason { label: name.to_string(), reason: reason.as_str().to_string() };
             self.limited.get_or_create(&labels).inc();
         }
     }
@@ -220,12 +194,7 @@ impl LabelInterner {
     pub fn sweep(&self) {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut state = self.state.lock();
-        let State {
-            sets,
-            values,
-            count,
-            ..
-        } = &mut *state;
+        let State { sets, values, count, .. } = &mut *state;
         sets.retain(|_, bucket| {
             bucket.retain(|interned| {
                 let keep = interned.last_used + 2 > generation || interned.set.handle_count() > 1;
@@ -256,12 +225,7 @@ impl LabelInterner {
     }
 }
 
-fn find(
-    state: &mut State,
-    candidate: &[(&str, &str)],
-    hash: u64,
-    generation: u64,
-) -> Option<LabelSet> {
+fn find(state: &mut State, candidate: &[(&str, &str)], hash: u64, generation: u64) -> Option<LabelSet> {
     let bucket = state.sets.get_mut(&hash)?;
     let interned = bucket.iter_mut().find(|i| i.set.equals_pairs(candidate))?;
     interned.last_used = generation;
@@ -289,12 +253,7 @@ pub struct LabelCache {
 impl LabelCache {
     pub fn new(interner: Arc<LabelInterner>) -> Self {
         let generation = interner.generation();
-        LabelCache {
-            interner,
-            sets: HashMap::default(),
-            generation,
-            scratch: Vec::new(),
-        }
+        LabelCache { interner, sets: HashMap::default(), generation, scratch: Vec::new() }
     }
 
     pub fn interner(&self) -> &Arc<LabelInterner> {
@@ -318,25 +277,18 @@ impl LabelCache {
             i = j + 1;
         }
         if self.scratch.len() != pairs.len() {
-            let deduped: SmallVec<[(&str, &str); 16]> =
-                self.scratch.iter().map(|&(_, last)| pairs[last]).collect();
+            let deduped: SmallVec<[(&str, &str); 16]> = self.scratch.iter().map(|&(_, last)| pairs[last]).collect();
             *pairs = deduped;
         }
         let hash = hash_pairs(pairs.iter().copied());
         if let Some(bucket) = self.sets.get(&hash) {
             if let Some(set) = bucket.iter().find(|s| s.equals_pairs(pairs)) {
-                return Resolved {
-                    set: set.clone(),
-                    moved: SmallVec::new(),
-                };
+                return Resolved { set: set.clone(), moved: SmallVec::new() };
             }
         }
         let resolved = self.interner.intern(pairs, hash);
         if resolved.moved.is_empty() && resolved.set.equals_pairs(pairs) {
-            self.sets
-                .entry(hash)
-                .or_default()
-                .push(resolved.set.clone());
+            self.sets.entry(hash).or_default().push(resolved.set.clone());
         }
         resolved
     }
@@ -391,77 +343,36 @@ mod tests {
 
     #[test]
     fn cardinality_cap_moves_new_values_to_metadata() {
-        let (mut c, metrics) = cache(LabelLimits {
-            max_values_per_label: 3,
-            ..LabelLimits::default()
-        });
+        let (mut c, metrics) = cache(LabelLimits { max_values_per_label: 3, ..LabelLimits::default() });
         for v in ["a", "b", "c"] {
-            assert!(
-                resolve(&mut c, &[("user", v), ("job", "x")])
-                    .moved
-                    .is_empty()
-            );
+            assert!(resolve(&mut c, &[("user", v), ("job", "x")]).moved.is_empty());
         }
         let r = resolve(&mut c, &[("user", "d"), ("job", "x")]);
         assert_eq!(r.set.rendered(), r#"{job="x"}"#);
         assert_eq!(r.moved.len(), 1);
         assert_eq!((&*r.moved[0].0, &*r.moved[0].1), ("user", "d"));
         // Known values still work.
-        assert!(
-            resolve(&mut c, &[("user", "b"), ("job", "x")])
-                .moved
-                .is_empty()
-        );
-        assert_eq!(
-            metrics
-                .cardinality_capped
-                .get_or_create(&LabelName {
-                    label: "user".into()
-                })
-                .get(),
-            1
-        );
+        assert!(resolve(&mut c, &[("user", "b"), ("job", "x")]).moved.is_empty());
+        assert_eq!(metrics.cardinality_capped.get_or_create(&LabelName { label: "user".into() }).get(), 1);
         assert_eq!(c.interner().distinct_values("user"), 3);
     }
 
     #[test]
     fn too_many_names_and_long_values_move() {
-        let (mut c, metrics) = cache(LabelLimits {
-            max_names: 2,
-            max_value_length: 4,
-            ..LabelLimits::default()
-        });
-        let r = resolve(
-            &mut c,
-            &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "12345")],
-        );
+        let (mut c, metrics) = cache(LabelLimits { max_names: 2, max_value_length: 4, ..LabelLimits::default() });
+        let r = resolve(&mut c, &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "12345")]);
         assert_eq!(r.set.rendered(), r#"{a="1", b="2"}"#);
         let moved: Vec<_> = r.moved.iter().map(|(n, v)| format!("{n}={v}")).collect();
         assert_eq!(moved, ["d=12345", "c=3"]);
         let reason = |label: &str, reason: &str| {
-            metrics
-                .limited
-                .get_or_create(&LabelReason {
-                    label: label.into(),
-                    reason: reason.into(),
-                })
-                .get()
+            metrics.limited.get_or_create(&LabelReason { label: label.into(), reason: reason.into() }).get()
         };
-        assert_eq!(
-            (
-                reason("d", "value_too_long"),
-                reason("c", "too_many_labels")
-            ),
-            (1, 1)
-        );
+        assert_eq!((reason("d", "value_too_long"), reason("c", "too_many_labels")), (1, 1));
     }
 
     #[test]
     fn sweeping_forgets_unused_sets_and_frees_their_values() {
-        let (mut c, _) = cache(LabelLimits {
-            max_values_per_label: 2,
-            ..LabelLimits::default()
-        });
+        let (mut c, _) = cache(LabelLimits { max_values_per_label: 2, ..LabelLimits::default() });
         drop(resolve(&mut c, &[("container", "a")]));
         drop(resolve(&mut c, &[("container", "b")]));
         assert_eq!(c.interner().distinct_values("container"), 2);

@@ -26,29 +26,16 @@ impl LabelSet {
     /// Builds a set from pairs that already satisfy the invariants (sorted, unique, valid).
     /// Callers outside the interner use [`LabelSet::from_pairs`].
     pub(crate) fn from_sorted_unchecked(pairs: Vec<LabelPair>) -> Self {
-        debug_assert!(
-            pairs.windows(2).all(|w| w[0].0 < w[1].0),
-            "label names must be sorted and unique"
-        );
-        debug_assert!(
-            pairs
-                .iter()
-                .all(|(n, v)| is_valid_name(n) && !n.starts_with("__") && !v.is_empty())
-        );
+        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "label names must be sorted and unique");
+        debug_assert!(pairs.iter().all(|(n, v)| is_valid_name(n) && !n.starts_with("__") && !v.is_empty()));
         let hash = hash_pairs(pairs.iter().map(|(n, v)| (&**n, &**v)));
         let rendered = render(&pairs);
-        LabelSet(Arc::new(Inner {
-            hash,
-            pairs: pairs.into_boxed_slice(),
-            rendered,
-        }))
+        LabelSet(Arc::new(Inner { hash, pairs: pairs.into_boxed_slice(), rendered }))
     }
 
     /// Builds a set from arbitrary pairs: names are sanitized, internal (`__`) names and empty
     /// values removed, later duplicates win. Not interned; meant for config and tests.
-    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(
-        pairs: impl IntoIterator<Item = (N, V)>,
-    ) -> Self {
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut out: Vec<LabelPair> = Vec::new();
         for (n, v) in pairs {
             let (n, v) = (n.as_ref(), v.as_ref());
@@ -80,11 +67,7 @@ impl LabelSet {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .pairs
-            .binary_search_by(|(n, _)| (**n).cmp(name))
-            .ok()
-            .map(|i| &*self.0.pairs[i].1)
+        self.0.pairs.binary_search_by(|(n, _)| (**n).cmp(name)).ok().map(|i| &*self.0.pairs[i].1)
     }
 
     /// The precomputed hash of the pairs (stable within one process).
@@ -110,12 +93,7 @@ impl LabelSet {
     /// Compares with candidate pairs (sorted, unique) without allocating.
     pub fn equals_pairs(&self, candidate: &[(&str, &str)]) -> bool {
         self.0.pairs.len() == candidate.len()
-            && self
-                .0
-                .pairs
-                .iter()
-                .zip(candidate)
-                .all(|((n, v), (cn, cv))| **n == **cn && **v == **cv)
+            && self.0.pairs.iter().zip(candidate).all(|((n, v), (cn, cv))| **n == **cn && **v == **cv)
     }
 }
 
@@ -176,23 +154,12 @@ pub fn sanitize_name(name: &str) -> String {
     if name.chars().next().is_none_or(|c| c.is_ascii_digit()) {
         out.push('_');
     }
-    out.extend(name.chars().map(|c| {
-        if c == '_' || c.is_ascii_alphanumeric() {
-            c
-        } else {
-            '_'
-        }
-    }));
+    out.extend(name.chars().map(|c| if c == '_' || c.is_ascii_alphanumeric() { c } else { '_' }));
     out
 }
 
 fn render(pairs: &[LabelPair]) -> Box<str> {
-    let mut s = String::with_capacity(
-        2 + pairs
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 5)
-            .sum::<usize>(),
-    );
+    let mut s = String::with_capacity(2 + pairs.iter().map(|(n, v)| n.len() + v.len() + 5).sum::<usize>());
     s.push('{');
     for (i, (n, v)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -231,12 +198,8 @@ mod tests {
 
     #[test]
     fn renders_sorted_and_escaped() {
-        let set = LabelSet::from_pairs([
-            ("stream", "stdout"),
-            ("app", "a\"b\\c\nd"),
-            ("__path__", "/x"),
-            ("empty", ""),
-        ]);
+        let set =
+            LabelSet::from_pairs([("stream", "stdout"), ("app", "a\"b\\c\nd"), ("__path__", "/x"), ("empty", "")]);
         assert_eq!(set.rendered(), r#"{app="a\"b\\c\nd", stream="stdout"}"#);
         assert_eq!(set.get("stream"), Some("stdout"));
         assert_eq!(set.get("__path__"), None);
@@ -245,8 +208,7 @@ mod tests {
 
     #[test]
     fn later_duplicates_win_and_names_are_sanitized() {
-        let set =
-            LabelSet::from_pairs([("a", "1"), ("a", "2"), ("k8s.app-name", "x"), ("1st", "y")]);
+        let set = LabelSet::from_pairs([("a", "1"), ("a", "2"), ("k8s.app-name", "x"), ("1st", "y")]);
         assert_eq!(set.rendered(), r#"{_1st="y", a="2", k8s_app_name="x"}"#);
     }
 

@@ -72,12 +72,7 @@ pub struct LogEntry {
 
 impl LogEntry {
     pub fn new(timestamp: i64, line: Bytes, labels: LabelSet) -> Self {
-        LogEntry {
-            timestamp,
-            line,
-            labels,
-            metadata: Metadata::new(),
-        }
+        LogEntry { timestamp, line, labels, metadata: Metadata::new() }
     }
 
     /// Approximate memory this entry holds, for queue accounting.
@@ -105,8 +100,6 @@ impl LogBatch {
 
 /// The current time in nanoseconds since the Unix epoch.
 pub fn now_nanos() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
 }

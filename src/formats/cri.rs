@@ -41,12 +41,7 @@ pub fn parse_cri(line: &[u8]) -> Result<CriLine<'_>, CriError> {
         Some(b"F") => false,
         _ => return Err(CriError::BadTag),
     };
-    Ok(CriLine {
-        time,
-        stream,
-        partial,
-        content,
-    })
+    Ok(CriLine { time, stream, partial, content })
 }
 
 #[cfg(test)]
@@ -59,40 +54,21 @@ mod tests {
         let l = parse_cri(b"2024-05-06T07:08:09.123456789Z stdout F hello world").unwrap();
         assert_eq!(
             (l.time, l.stream, l.partial, l.content),
-            (
-                1_714_979_289_123_456_789,
-                StreamKind::Stdout,
-                false,
-                &b"hello world"[..]
-            )
+            (1_714_979_289_123_456_789, StreamKind::Stdout, false, &b"hello world"[..])
         );
         let l = parse_cri(b"2024-05-06T07:08:09Z stderr P:x part").unwrap();
         assert!(l.partial);
         assert_eq!(l.content, b"part");
-        assert_eq!(
-            parse_cri(b"2024-05-06T07:08:09Z stdout F").unwrap().content,
-            b""
-        );
-        assert_eq!(
-            parse_cri(b"2024-05-06T07:08:09Z stdout F ")
-                .unwrap()
-                .content,
-            b""
-        );
+        assert_eq!(parse_cri(b"2024-05-06T07:08:09Z stdout F").unwrap().content, b"");
+        assert_eq!(parse_cri(b"2024-05-06T07:08:09Z stdout F ").unwrap().content, b"");
     }
 
     #[test]
     fn rejects_other_lines() {
         assert_eq!(parse_cri(b"hello"), Err(CriError::MissingField));
         assert_eq!(parse_cri(b"yesterday stdout F x"), Err(CriError::BadTime));
-        assert_eq!(
-            parse_cri(b"2024-05-06T07:08:09Z stdin F x"),
-            Err(CriError::BadStream)
-        );
-        assert_eq!(
-            parse_cri(b"2024-05-06T07:08:09Z stdout X x"),
-            Err(CriError::BadTag)
-        );
+        assert_eq!(parse_cri(b"2024-05-06T07:08:09Z stdin F x"), Err(CriError::BadStream));
+        assert_eq!(parse_cri(b"2024-05-06T07:08:09Z stdout X x"), Err(CriError::BadTag));
     }
 
     proptest! {

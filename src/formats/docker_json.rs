@@ -70,9 +70,7 @@ fn skip_value(s: &[u8], i: usize) -> Option<usize> {
             None
         }
         _ => {
-            let end = s[i..]
-                .iter()
-                .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))?;
+            let end = s[i..].iter().position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))?;
             (end > 0).then_some(i + end)
         }
     }
@@ -106,9 +104,7 @@ pub fn parse_envelope(line: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
             let content = &line[i + 1..value_end - 1];
             match key {
                 b"log" => log = Some((content, memchr::memchr(b'\\', content).is_some())),
-                b"stream" => {
-                    stream = Some(StreamKind::parse(content).ok_or(EnvelopeError::BadStream)?)
-                }
+                b"stream" => stream = Some(StreamKind::parse(content).ok_or(EnvelopeError::BadStream)?),
                 b"time" => time = Some(parse_rfc3339_nanos(content).ok_or(EnvelopeError::BadTime)?),
                 _ => {}
             }
@@ -158,10 +154,7 @@ impl<'a> Envelope<'a> {
 
 /// Appends the unescaped `log` content of `env` to `out`, without the trailing newline, and
 /// reports whether the line is complete (see [`Envelope::log_without_newline`]).
-pub fn unescape_log<B: bytes::BufMut>(
-    env: &Envelope<'_>,
-    out: &mut B,
-) -> Result<bool, EnvelopeError> {
+pub fn unescape_log<B: bytes::BufMut>(env: &Envelope<'_>, out: &mut B) -> Result<bool, EnvelopeError> {
     let (raw, complete) = env.log_without_newline();
     unescape_into(raw, out).ok_or(EnvelopeError::Malformed)?;
     Ok(complete)
@@ -187,10 +180,7 @@ mod tests {
 
     #[test]
     fn partial_lines_keep_their_content() {
-        let env = parse_envelope(
-            br#"{"log":"part one","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#,
-        )
-        .unwrap();
+        let env = parse_envelope(br#"{"log":"part one","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#).unwrap();
         let mut out = Vec::new();
         assert!(!unescape_log(&env, &mut out).unwrap());
         assert_eq!(out, b"part one");
@@ -203,14 +193,8 @@ mod tests {
         let env = parse_envelope(line).unwrap();
         assert_eq!(env.log, b"hi\\n");
         assert_eq!(env.log_without_newline(), (&b"hi"[..], true));
-        let env =
-            parse_envelope(br#"{"log":"a\\\\n","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#)
-                .unwrap();
-        assert_eq!(
-            env.log_without_newline(),
-            (&br"a\\\\n"[..], false),
-            "an escaped backslash then n is not a newline"
-        );
+        let env = parse_envelope(br#"{"log":"a\\\\n","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#).unwrap();
+        assert_eq!(env.log_without_newline(), (&br"a\\\\n"[..], false), "an escaped backslash then n is not a newline");
     }
 
     #[test]
@@ -218,38 +202,15 @@ mod tests {
         let cases: [(&[u8], EnvelopeError); 8] = [
             (b"plain text", EnvelopeError::NotAnObject),
             (br#"{"log":"x","stream":"stdout"}"#, EnvelopeError::BadTime),
-            (
-                br#"{"stream":"stdout","time":"2024-05-06T07:08:09Z"}"#,
-                EnvelopeError::MissingLog,
-            ),
-            (
-                br#"{"log":"x","stream":"stdin","time":"2024-05-06T07:08:09Z"}"#,
-                EnvelopeError::BadStream,
-            ),
-            (
-                br#"{"log":"x","stream":"stdout","time":"yesterday"}"#,
-                EnvelopeError::BadTime,
-            ),
-            (
-                br#"{"log":"x" "stream":"stdout"}"#,
-                EnvelopeError::Malformed,
-            ),
-            (
-                br#"{"log":"x","stream":"stdout","time":"2024-05-06T07:08:09Z"} trailing"#,
-                EnvelopeError::Malformed,
-            ),
-            (
-                br#"{"log":1,"stream":"stdout","time":"2024-05-06T07:08:09Z"}"#,
-                EnvelopeError::Malformed,
-            ),
+            (br#"{"stream":"stdout","time":"2024-05-06T07:08:09Z"}"#, EnvelopeError::MissingLog),
+            (br#"{"log":"x","stream":"stdin","time":"2024-05-06T07:08:09Z"}"#, EnvelopeError::BadStream),
+            (br#"{"log":"x","stream":"stdout","time":"yesterday"}"#, EnvelopeError::BadTime),
+            (br#"{"log":"x" "stream":"stdout"}"#, EnvelopeError::Malformed),
+            (br#"{"log":"x","stream":"stdout","time":"2024-05-06T07:08:09Z"} trailing"#, EnvelopeError::Malformed),
+            (br#"{"log":1,"stream":"stdout","time":"2024-05-06T07:08:09Z"}"#, EnvelopeError::Malformed),
         ];
         for (line, want) in cases {
-            assert_eq!(
-                parse_envelope(line),
-                Err(want),
-                "{}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!(parse_envelope(line), Err(want), "{}", String::from_utf8_lossy(line));
         }
     }
 

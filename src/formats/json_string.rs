@@ -52,9 +52,7 @@ pub fn unescape_into<B: bytes::BufMut>(raw: &[u8], out: &mut B) -> Option<()> {
                 let mut code = hex4(raw.get(i..)?)?;
                 i += 4;
                 if (0xD800..0xDC00).contains(&code) {
-                    let low = (raw.get(i..i + 2) == Some(b"\\u"))
-                        .then(|| hex4(raw.get(i + 2..)?))
-                        .flatten();
+                    let low = (raw.get(i..i + 2) == Some(b"\\u")).then(|| hex4(raw.get(i + 2..)?)).flatten();
                     match low {
                         Some(low) if (0xDC00..0xE000).contains(&low) => {
                             code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
@@ -121,10 +119,7 @@ mod tests {
     #[test]
     fn unescapes_every_form() {
         assert_eq!(unescape(r#"a\"b\\c\/d\n\t\r"#).unwrap(), "a\"b\\c/d\n\t\r");
-        assert_eq!(
-            unescape(r"\u003cdiv\u003e \u00e9 \ud83d\ude00").unwrap(),
-            "<div> é 😀"
-        );
+        assert_eq!(unescape(r"\u003cdiv\u003e \u00e9 \ud83d\ude00").unwrap(), "<div> é 😀");
         assert_eq!(unescape(r"\ud83d x").unwrap(), "\u{FFFD} x");
         assert_eq!(unescape(r"\x"), None);
         assert_eq!(unescape(r"\u12"), None);

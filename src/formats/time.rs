@@ -19,12 +19,7 @@ pub fn parse_rfc3339_nanos(s: &[u8]) -> Option<i64> {
         }
         Some(v)
     };
-    if s[4] != b'-'
-        || s[7] != b'-'
-        || !matches!(s[10], b'T' | b't' | b' ')
-        || s[13] != b':'
-        || s[16] != b':'
-    {
+    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {
         return None;
     }
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
@@ -128,12 +123,7 @@ pub fn format_rfc3339_nanos(nanos: i64) -> String {
     let frac = nanos.rem_euclid(1_000_000_000);
     let (year, month, day) = civil_from_days(seconds.div_euclid(86400));
     let sod = seconds.rem_euclid(86400);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:09}Z", sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
 #[cfg(test)]
@@ -144,22 +134,10 @@ mod tests {
     #[test]
     fn parses_docker_and_cri_timestamps() {
         assert_eq!(parse_rfc3339_nanos(b"1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_nanos(b"2024-05-06T07:08:09.123456789Z"),
-            Some(1_714_979_289_123_456_789)
-        );
-        assert_eq!(
-            parse_rfc3339_nanos(b"2024-05-06T09:08:09.5+02:00"),
-            Some(1_714_979_289_500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339_nanos(b"2024-05-06T07:08:09.1234567891Z"),
-            Some(1_714_979_289_123_456_789)
-        );
-        assert_eq!(
-            parse_rfc3339_nanos(b"1969-12-31T23:59:59Z"),
-            Some(-1_000_000_000)
-        );
+        assert_eq!(parse_rfc3339_nanos(b"2024-05-06T07:08:09.123456789Z"), Some(1_714_979_289_123_456_789));
+        assert_eq!(parse_rfc3339_nanos(b"2024-05-06T09:08:09.5+02:00"), Some(1_714_979_289_500_000_000));
+        assert_eq!(parse_rfc3339_nanos(b"2024-05-06T07:08:09.1234567891Z"), Some(1_714_979_289_123_456_789));
+        assert_eq!(parse_rfc3339_nanos(b"1969-12-31T23:59:59Z"), Some(-1_000_000_000));
         for bad in [
             &b"2024-05-06T07:08:09"[..],
             b"2024-13-06T07:08:09Z",
@@ -169,21 +147,13 @@ mod tests {
             b"2024-05-06T07:08:09+0200",
             b"x024-05-06T07:08:09Z",
         ] {
-            assert_eq!(
-                parse_rfc3339_nanos(bad),
-                None,
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(parse_rfc3339_nanos(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 
     #[test]
     fn formats_like_docker() {
-        assert_eq!(
-            format_rfc3339_nanos(1_714_979_289_000_000_001),
-            "2024-05-06T07:08:09.000000001Z"
-        );
+        assert_eq!(format_rfc3339_nanos(1_714_979_289_000_000_001), "2024-05-06T07:08:09.000000001Z");
         assert_eq!(format_rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
     }
 

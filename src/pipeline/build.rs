@@ -52,10 +52,7 @@ impl LoadedPipeline {
     /// The pipeline's name: its `name`, or the file name without extension.
     pub fn name(&self) -> String {
         self.file.name.clone().unwrap_or_else(|| {
-            self.path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "pipeline".into())
+            self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
         })
     }
 }
@@ -74,19 +71,12 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn error(&mut self, position: Position, message: impl Into<String>) {
-        self.errors
-            .push(ConfigError::new(self.file, position, message));
+        self.errors.push(ConfigError::new(self.file, position, message));
     }
 
     fn info(&self, id: &str) -> StageInfo {
-        let labels = PipelineStage {
-            pipeline: self.pipeline.to_string(),
-            stage: id.to_string(),
-        };
-        StageInfo {
-            id: Arc::from(id),
-            errors: self.metrics.errors.get_or_create_owned(&labels),
-        }
+        let labels = PipelineStage { pipeline: self.pipeline.to_string(), stage: id.to_string() };
+        StageInfo { id: Arc::from(id), errors: self.metrics.errors.get_or_create_owned(&labels) }
     }
 
     fn drop_count(&self, id: &str, reason: &str) -> DropCount {
@@ -96,10 +86,7 @@ impl Builder<'_> {
             reason: reason.to_string(),
         };
         DropCount {
-            dropped: Dropped {
-                stage: Arc::from(id),
-                reason: Arc::from(reason),
-            },
+            dropped: Dropped { stage: Arc::from(id), reason: Arc::from(reason) },
             counter: self.metrics.dropped.get_or_create_owned(&labels),
         }
     }
@@ -108,14 +95,7 @@ impl Builder<'_> {
         match regex::bytes::Regex::new(&text.value) {
             Ok(re) => Some(re),
             Err(e) => {
-                self.error(
-                    text.position,
-                    format!(
-                        "invalid regex `{}`: {}",
-                        text.value,
-                        first_line(&e.to_string())
-                    ),
-                );
+                self.error(text.position, format!("invalid regex `{}`: {}", text.value, first_line(&e.to_string())));
                 None
             }
         }
@@ -133,7 +113,10 @@ impl Builder<'_> {
 
     fn label_name(&mut self, position: Position, name: &str) -> Arc<str> {
         if !is_valid_name(name) || name.starts_with("__") {
-            self.error(position, format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"));
+            self.error(
+                position,
+                format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
+            );
         }
         Arc::from(name)
     }
@@ -145,21 +128,12 @@ impl Builder<'_> {
         }
     }
 
-    fn stages(
-        &mut self,
-        stages: &[Located<StageConfig>],
-        prefix: &str,
-        nested: bool,
-    ) -> Vec<StageNode> {
+    fn stages(&mut self, stages: &[Located<StageConfig>], prefix: &str, nested: bool) -> Vec<StageNode> {
         let mut out = Vec::new();
         for (index, located) in stages.iter().enumerate() {
             let config = &located.value;
             let position = located.position;
-            let id = if prefix.is_empty() {
-                config.name().to_string()
-            } else {
-                format!("{prefix}/{}", config.name())
-            };
+            let id = if prefix.is_empty() { config.name().to_string() } else { format!("{prefix}/{}", config.name()) };
             let path = format!("{prefix}#{index}:{}", config.name());
             let info = self.info(&id);
             let carried = self.carried(&path, config);
@@ -168,7 +142,10 @@ impl Builder<'_> {
                 StageConfig::Docker(_) => Some(Stage::Docker(DockerStage::default())),
                 StageConfig::Cri(c) => {
                     if nested {
-                        self.error(position, "`cri` joins partial lines and must be a top-level stage, not inside `match`");
+                        self.error(
+                            position,
+                            "`cri` joins partial lines and must be a top-level stage, not inside `match`",
+                        );
                     }
                     let groups = match carried {
                         Some(StageState::Groups(g)) => g,
@@ -198,17 +175,27 @@ impl Builder<'_> {
                 }
                 StageConfig::Logfmt(c) => Some(Stage::Logfmt(LogfmtStage {
                     source: c.source.clone(),
-                    mapping: c.mapping.iter().map(|(n, k)| (Arc::from(n.as_str()), k.clone().unwrap_or_else(|| n.clone()))).collect(),
+                    mapping: c
+                        .mapping
+                        .iter()
+                        .map(|(n, k)| (Arc::from(n.as_str()), k.clone().unwrap_or_else(|| n.clone())))
+                        .collect(),
                 })),
                 StageConfig::Regex(c) => self.regex(&c.expression).map(|regex| {
                     let names = named_groups(&regex);
                     if names.is_empty() {
-                        self.error(c.expression.position, "regex: the expression has no named capture group (?P<name>...), so it extracts nothing");
+                        self.error(
+                            c.expression.position,
+                            "regex: the expression has no named capture group (?P<name>...), so it extracts nothing",
+                        );
                     }
                     Stage::Regex(RegexStage { source: c.source.clone(), regex, names })
                 }),
                 StageConfig::Labels(map) => {
-                    let pairs = map.iter().map(|(l, s)| (self.label_name(position, l), s.clone().unwrap_or_else(|| l.clone()))).collect();
+                    let pairs = map
+                        .iter()
+                        .map(|(l, s)| (self.label_name(position, l), s.clone().unwrap_or_else(|| l.clone())))
+                        .collect();
                     Some(Stage::Labels(LabelsStage { pairs }))
                 }
                 StageConfig::StaticLabels(map) => {
@@ -219,12 +206,17 @@ impl Builder<'_> {
                         .collect();
                     Some(Stage::StaticLabels(StaticLabelsStage { pairs }))
                 }
-                StageConfig::Labeldrop(names) => Some(Stage::Labeldrop(LabeldropStage { names: names.iter().map(|n| Arc::from(n.as_str())).collect() })),
-                StageConfig::Labelallow(names) => {
-                    Some(Stage::Labelallow(LabelallowStage { names: names.iter().map(|n| Arc::from(n.as_str())).collect::<Vec<_>>().into() }))
-                }
+                StageConfig::Labeldrop(names) => Some(Stage::Labeldrop(LabeldropStage {
+                    names: names.iter().map(|n| Arc::from(n.as_str())).collect(),
+                })),
+                StageConfig::Labelallow(names) => Some(Stage::Labelallow(LabelallowStage {
+                    names: names.iter().map(|n| Arc::from(n.as_str())).collect::<Vec<_>>().into(),
+                })),
                 StageConfig::StructuredMetadata(map) => {
-                    let pairs = map.iter().map(|(n, s)| (self.label_name(position, n), s.clone().unwrap_or_else(|| n.clone()))).collect();
+                    let pairs = map
+                        .iter()
+                        .map(|(n, s)| (self.label_name(position, n), s.clone().unwrap_or_else(|| n.clone())))
+                        .collect();
                     Some(Stage::StructuredMetadata(StructuredMetadataStage { pairs }))
                 }
                 StageConfig::Timestamp(c) => {
@@ -238,7 +230,13 @@ impl Builder<'_> {
                     let location = c.location.as_ref().and_then(|l| match jiff::tz::TimeZone::get(&l.value) {
                         Ok(tz) => Some(tz),
                         Err(_) => {
-                            self.error(l.position, format!("timestamp: unknown time zone `{}` (use an IANA name such as Europe/Paris)", l.value));
+                            self.error(
+                                l.position,
+                                format!(
+                                    "timestamp: unknown time zone `{}` (use an IANA name such as Europe/Paris)",
+                                    l.value
+                                ),
+                            );
                             None
                         }
                     });
@@ -293,7 +291,9 @@ impl Builder<'_> {
                             if !c.stages.is_empty() {
                                 self.error(position, "match: `action: drop` takes no `stages`");
                             }
-                            MatchAction::Drop(self.drop_count(&id, c.drop_counter_reason.as_deref().unwrap_or("match_stage")))
+                            MatchAction::Drop(
+                                self.drop_count(&id, c.drop_counter_reason.as_deref().unwrap_or("match_stage")),
+                            )
                         }
                         Some((other, at)) => {
                             self.error(at, format!("match: action `{other}` is not `keep` or `drop`"));
@@ -315,7 +315,13 @@ impl Builder<'_> {
                         self.error(position, "limit: `rate` must be a positive number of entries per second");
                     }
                     let drop = c.drop.then(|| self.drop_count(&id, "limit"));
-                    let mut stage = LimitStage::new(c.rate, c.burst, c.by_label_name.clone(), c.max_distinct_labels.unwrap_or(10_000), drop);
+                    let mut stage = LimitStage::new(
+                        c.rate,
+                        c.burst,
+                        c.by_label_name.clone(),
+                        c.max_distinct_labels.unwrap_or(10_000),
+                        drop,
+                    );
                     if let Some(StageState::Limit(buckets)) = carried {
                         stage.buckets = buckets;
                     }
@@ -324,7 +330,10 @@ impl Builder<'_> {
                 }
                 StageConfig::Multiline(c) => {
                     if nested {
-                        self.error(position, "`multiline` holds lines and must be a top-level stage, not inside `match`");
+                        self.error(
+                            position,
+                            "`multiline` holds lines and must be a top-level stage, not inside `match`",
+                        );
                     }
                     let groups = match carried {
                         Some(StageState::Groups(g)) => g,
@@ -340,7 +349,9 @@ impl Builder<'_> {
                         })
                     })
                 }
-                StageConfig::Template(c) => self.template(&c.template).map(|template| Stage::Template(TemplateStage { source: Arc::from(c.source.as_str()), template })),
+                StageConfig::Template(c) => self
+                    .template(&c.template)
+                    .map(|template| Stage::Template(TemplateStage { source: Arc::from(c.source.as_str()), template })),
                 StageConfig::Metrics(map) => {
                     let carried_metrics = match carried {
                         Some(StageState::Metrics(m)) => m,
@@ -377,16 +388,13 @@ impl Builder<'_> {
             "counter" => MetricKind::Counter,
             "gauge" => MetricKind::Gauge,
             "histogram" => {
-                let buckets = m.config.buckets.clone().unwrap_or_else(|| {
-                    vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]
-                });
+                let buckets = m
+                    .config
+                    .buckets
+                    .clone()
+                    .unwrap_or_else(|| vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
                 if buckets.windows(2).any(|w| w[0] >= w[1]) {
-                    self.error(
-                        located.position,
-                        format!("metrics: `{name}`: buckets must increase"),
-                    );
+                    self.error(located.position, format!("metrics: `{name}`: buckets must increase"));
                 }
                 MetricKind::Histogram(buckets)
             }
@@ -398,15 +406,10 @@ impl Builder<'_> {
                 return None;
             }
         };
-        let action = match Action::parse(&kind, m.config.action.as_ref().map(|a| a.value.as_str()))
-        {
+        let action = match Action::parse(&kind, m.config.action.as_ref().map(|a| a.value.as_str())) {
             Ok(a) => a,
             Err(e) => {
-                let at = m
-                    .config
-                    .action
-                    .as_ref()
-                    .map_or(located.position, |a| a.position);
+                let at = m.config.action.as_ref().map_or(located.position, |a| a.position);
                 self.error(at, format!("metrics: `{name}`: {e}"));
                 return None;
             }
@@ -420,39 +423,19 @@ impl Builder<'_> {
             }
         }
         if !is_valid_name(&full) {
-            self.error(
-                located.position,
-                format!("metrics: `{full}` is not a valid metric name"),
-            );
+            self.error(located.position, format!("metrics: `{full}` is not a valid metric name"));
             return None;
         }
-        if let Some(other) = self
-            .metric_names
-            .insert(full.clone(), self.file.to_path_buf())
-        {
-            self.error(
-                located.position,
-                format!(
-                    "metrics: `{full}` is already defined (in {})",
-                    other.display()
-                ),
-            );
+        if let Some(other) = self.metric_names.insert(full.clone(), self.file.to_path_buf()) {
+            self.error(located.position, format!("metrics: `{full}` is already defined (in {})", other.display()));
             return None;
         }
         let match_all = m.config.match_all.unwrap_or(false);
         if m.config.count_entry_bytes.unwrap_or(false) && !match_all {
-            self.error(
-                located.position,
-                format!("metrics: `{name}`: count_entry_bytes needs match_all: true"),
-            );
+            self.error(located.position, format!("metrics: `{name}`: count_entry_bytes needs match_all: true"));
         }
-        let help = m
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("{name} (from pipeline {})", self.pipeline));
-        let max_idle = m
-            .max_idle_duration
-            .map_or(Duration::from_secs(300), Duration::from);
+        let help = m.description.clone().unwrap_or_else(|| format!("{name} (from pipeline {})", self.pipeline));
+        let max_idle = m.max_idle_duration.map_or(Duration::from_secs(300), Duration::from);
         let fresh = CustomMetric::new(full.clone(), help, kind, max_idle);
         let metric = carried
             .iter()
@@ -471,26 +454,15 @@ impl Builder<'_> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
-        .unwrap_or(s)
-        .trim()
-        .to_string()
+    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
 }
 
 fn named_groups(re: &regex::bytes::Regex) -> Vec<(usize, Arc<str>)> {
-    re.capture_names()
-        .enumerate()
-        .filter_map(|(i, n)| n.map(|n| (i, Arc::from(n))))
-        .collect()
+    re.capture_names().enumerate().filter_map(|(i, n)| n.map(|n| (i, Arc::from(n)))).collect()
 }
 
 /// Builds the set from pipeline files (in the order given: callers sort by file name).
-pub fn build_set(
-    files: &[LoadedPipeline],
-    ctx: &BuildContext<'_>,
-) -> Result<PipelineSet, ConfigErrors> {
+pub fn build_set(files: &[LoadedPipeline], ctx: &BuildContext<'_>) -> Result<PipelineSet, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let mut pipelines = Vec::new();
     let mut metric_names = HashMap::new();
@@ -518,18 +490,13 @@ pub fn build_set(
             metric_names: &mut metric_names,
             states: HashMap::new(),
         };
-        let selector = loaded
-            .file
-            .selection
-            .selector
-            .as_ref()
-            .and_then(|s| match Selector::parse(&s.value) {
-                Ok(sel) => Some(sel),
-                Err(e) => {
-                    builder.error(s.position, format!("match.selector: {e} in `{}`", s.value));
-                    None
-                }
-            });
+        let selector = loaded.file.selection.selector.as_ref().and_then(|s| match Selector::parse(&s.value) {
+            Ok(sel) => Some(sel),
+            Err(e) => {
+                builder.error(s.position, format!("match.selector: {e} in `{}`", s.value));
+                None
+            }
+        });
         let stages = builder.stages(&loaded.file.stages, "", false);
         let states = std::mem::take(&mut builder.states);
         errors.extend(builder.errors);

@@ -24,11 +24,7 @@ pub(crate) struct StreamLabel {
 
 impl Default for StreamLabel {
     fn default() -> Self {
-        StreamLabel {
-            name: Arc::from("stream"),
-            stdout: Arc::from("stdout"),
-            stderr: Arc::from("stderr"),
-        }
+        StreamLabel { name: Arc::from("stream"), stdout: Arc::from("stdout"), stderr: Arc::from("stderr") }
     }
 }
 
@@ -38,10 +34,7 @@ impl StreamLabel {
             StreamKind::Stdout => &self.stdout,
             StreamKind::Stderr => &self.stderr,
         };
-        w.push_label_op(LabelOp::Set(
-            Name::Static(Arc::clone(&self.name)),
-            Value::Static(Arc::clone(value)),
-        ));
+        w.push_label_op(LabelOp::Set(Name::Static(Arc::clone(&self.name)), Value::Static(Arc::clone(value))));
     }
 }
 
@@ -90,12 +83,7 @@ pub(crate) struct CriStage {
 
 impl CriStage {
     pub fn new(max_partial_lines: usize, groups: Arc<Groups>) -> Self {
-        CriStage {
-            max_partial_lines,
-            max_wait_nanos: 5_000_000_000,
-            groups,
-            stream: StreamLabel::default(),
-        }
+        CriStage { max_partial_lines, max_wait_nanos: 5_000_000_000, groups, stream: StreamLabel::default() }
     }
 }
 
@@ -109,10 +97,7 @@ impl Holding for CriStage {
                 return Offer::Continue;
             }
         };
-        let key = (
-            Arc::clone(&w.source),
-            w.entry.labels.hash_value() ^ (cri.stream as u64 + 1),
-        );
+        let key = (Arc::clone(&w.source), w.entry.labels.hash_value() ^ (cri.stream as u64 + 1));
         let mut groups = self.groups.lock();
         if let Some(group) = groups.get_mut(&key) {
             group.append(b"", cri.content, ctx.now, ctx.acks);

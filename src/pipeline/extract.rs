@@ -34,10 +34,7 @@ pub(crate) fn parse_json_path(expr: &str) -> Result<Vec<Segment>, String> {
                 expect_key = true;
             }
             b'[' => {
-                let end = expr[i..]
-                    .find(']')
-                    .ok_or_else(|| format!("`{expr}`: missing `]`"))?
-                    + i;
+                let end = expr[i..].find(']').ok_or_else(|| format!("`{expr}`: missing `]`"))? + i;
                 let index = expr[i + 1..end].trim();
                 let n: i64 = index.parse().map_err(|_| {
                     format!("`{expr}`: `[{index}]` is not an array index (only dotted paths, [n] and \"quoted\" keys are supported)")
@@ -69,10 +66,7 @@ pub(crate) fn parse_json_path(expr: &str) -> Result<Vec<Segment>, String> {
                 expect_key = false;
             }
             c if expect_key && (c == b'_' || c.is_ascii_alphabetic()) => {
-                let len = b[i..]
-                    .iter()
-                    .take_while(|c| **c == b'_' || c.is_ascii_alphanumeric())
-                    .count();
+                let len = b[i..].iter().take_while(|c| **c == b'_' || c.is_ascii_alphanumeric()).count();
                 segments.push(Segment::Key(expr[i..i + len].to_string()));
                 i += len;
                 expect_key = false;
@@ -199,14 +193,7 @@ fn write_static(s: StaticNode, out: &mut Vec<u8>) {
 }
 
 /// Records the value at `i` under `key`. Nulls are not extracted (as in Promtail).
-fn record(
-    tape: &[Node<'_>],
-    i: usize,
-    key: Name,
-    sink: &mut ExtractSink<'_>,
-    input_ptr: usize,
-    line: Option<&[u8]>,
-) {
+fn record(tape: &[Node<'_>], i: usize, key: Name, sink: &mut ExtractSink<'_>, input_ptr: usize, line: Option<&[u8]>) {
     match tape[i] {
         Node::String(s) => {
             let origin = line.and_then(|line| {
@@ -231,20 +218,14 @@ impl JsonStage {
         let from_line = self.source.is_none();
         let (json, mut sink, line) = w.json_parts();
         let input_ptr = json.input.as_ptr() as usize;
-        let mut tape = json
-            .tape
-            .take()
-            .unwrap_or_else(|| simd_json::Tape::null().reset());
-        let parsed =
-            simd_json::fill_tape_padded(&mut json.input, len, &mut json.buffers, &mut tape);
+        let mut tape = json.tape.take().unwrap_or_else(|| simd_json::Tape::null().reset());
+        let parsed = simd_json::fill_tape_padded(&mut json.input, len, &mut json.buffers, &mut tape);
         let ok = parsed.is_ok() && matches!(tape.0.first(), Some(Node::Object { .. }));
         if ok {
             let nodes = &tape.0;
             let line = from_line.then_some(&line[..]);
             if self.exprs.is_empty() {
-                let Some(Node::Object { len: keys, .. }) = nodes.first() else {
-                    unreachable!("checked above")
-                };
+                let Some(Node::Object { len: keys, .. }) = nodes.first() else { unreachable!("checked above") };
                 let mut j = 1;
                 for _ in 0..*keys {
                     let Node::String(k) = nodes[j] else { break };
@@ -255,14 +236,7 @@ impl JsonStage {
             } else {
                 for expr in &self.exprs {
                     if let Some(i) = lookup(nodes, 0, &expr.path) {
-                        record(
-                            nodes,
-                            i,
-                            Name::Static(Arc::clone(&expr.name)),
-                            &mut sink,
-                            input_ptr,
-                            line,
-                        );
+                        record(nodes, i, Name::Static(Arc::clone(&expr.name)), &mut sink, input_ptr, line);
                     }
                 }
             }
@@ -324,9 +298,7 @@ fn logfmt_pairs(text: &[u8], mut f: impl FnMut(&[u8], &[u8], usize, bool)) -> bo
             };
             if escaped {
                 unquoted.clear();
-                if crate::formats::json_string::unescape_into(&text[start..end], &mut unquoted)
-                    .is_none()
-                {
+                if crate::formats::json_string::unescape_into(&text[start..end], &mut unquoted).is_none() {
                     return false;
                 }
                 f(key, &unquoted, start, true);
@@ -362,9 +334,7 @@ impl LogfmtStage {
             } else {
                 for (name, wanted) in &self.mapping {
                     if wanted.as_bytes() == key {
-                        sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| {
-                            buf.extend_from_slice(value)
-                        });
+                        sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| buf.extend_from_slice(value));
                     }
                 }
             }
@@ -398,9 +368,7 @@ impl RegexStage {
         for (index, name) in &self.names {
             if let Some(m) = caps.get(*index) {
                 let origin = from_line.then_some(m.start() as u32);
-                sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| {
-                    buf.extend_from_slice(m.as_bytes())
-                });
+                sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| buf.extend_from_slice(m.as_bytes()));
             }
         }
         Flow::Continue
@@ -414,10 +382,7 @@ mod tests {
     #[test]
     fn json_paths() {
         use Segment::*;
-        assert_eq!(
-            parse_json_path("a.b").unwrap(),
-            [Key("a".into()), Key("b".into())]
-        );
+        assert_eq!(parse_json_path("a.b").unwrap(), [Key("a".into()), Key("b".into())]);
         assert_eq!(
             parse_json_path(r#"items[0]."a.b"[-1]"#).unwrap(),
             [Key("items".into()), Index(0), Key("a.b".into()), Index(-1)]
@@ -430,17 +395,9 @@ mod tests {
     #[test]
     fn logfmt_splitting() {
         let mut got = Vec::new();
-        assert!(logfmt_pairs(
-            br#"level=info msg="hello \"world\"" flag dur=1.5s"#,
-            |k, v, at, esc| {
-                got.push((
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                    at,
-                    esc,
-                ));
-            }
-        ));
+        assert!(logfmt_pairs(br#"level=info msg="hello \"world\"" flag dur=1.5s"#, |k, v, at, esc| {
+            got.push((String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned(), at, esc));
+        }));
         assert_eq!(got[0], ("level".into(), "info".into(), 6, false));
         assert_eq!(got[1].1, "hello \"world\"");
         assert!(got[1].3);

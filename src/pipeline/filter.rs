@@ -37,9 +37,7 @@ pub(crate) struct DropStage {
 impl DropStage {
     pub fn apply(&self, w: &mut Work, ctx: &mut StageCtx<'_>, _info: &StageInfo) -> Flow {
         if let Some(age) = self.older_than {
-            let limit = ctx
-                .now
-                .saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
+            let limit = ctx.now.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
             if w.entry.timestamp >= limit {
                 return Flow::Continue;
             }
@@ -124,21 +122,8 @@ pub(crate) struct LimitStage {
 }
 
 impl LimitStage {
-    pub fn new(
-        rate: f64,
-        burst: u32,
-        by_label: Option<String>,
-        max_distinct: usize,
-        drop: Option<DropCount>,
-    ) -> Self {
-        LimitStage {
-            rate,
-            burst: f64::from(burst.max(1)),
-            by_label,
-            max_distinct,
-            drop,
-            buckets: Arc::default(),
-        }
+    pub fn new(rate: f64, burst: u32, by_label: Option<String>, max_distinct: usize, drop: Option<DropCount>) -> Self {
+        LimitStage { rate, burst: f64::from(burst.max(1)), by_label, max_distinct, drop, buckets: Arc::default() }
     }
 
     pub fn apply(&self, w: &mut Work, ctx: &mut StageCtx<'_>) -> Flow {
@@ -154,18 +139,11 @@ impl LimitStage {
         let mut buckets = self.buckets.lock();
         if !buckets.contains_key(&key) && buckets.len() >= self.max_distinct {
             // Forget the least recently used bucket.
-            if let Some(oldest) = buckets
-                .iter()
-                .min_by_key(|(_, b)| b.last)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = buckets.iter().min_by_key(|(_, b)| b.last).map(|(k, _)| k.clone()) {
                 buckets.remove(&oldest);
             }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: self.burst, last: now });
         let elapsed = now.duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.last = now;

@@ -75,66 +75,16 @@ const CHUNKS: &[(&str, fn() -> Chunk)] = &[
     ("Mon", || Chunk::WeekDay),
     ("MST", || Chunk::ZoneAbbrev),
     ("2006", || Chunk::LongYear),
-    ("-07:00:00", || Chunk::Offset {
-        z: false,
-        colon: true,
-        minutes: true,
-        seconds: true,
-    }),
-    ("-070000", || Chunk::Offset {
-        z: false,
-        colon: false,
-        minutes: true,
-        seconds: true,
-    }),
-    ("-07:00", || Chunk::Offset {
-        z: false,
-        colon: true,
-        minutes: true,
-        seconds: false,
-    }),
-    ("-0700", || Chunk::Offset {
-        z: false,
-        colon: false,
-        minutes: true,
-        seconds: false,
-    }),
-    ("-07", || Chunk::Offset {
-        z: false,
-        colon: false,
-        minutes: false,
-        seconds: false,
-    }),
-    ("Z07:00:00", || Chunk::Offset {
-        z: true,
-        colon: true,
-        minutes: true,
-        seconds: true,
-    }),
-    ("Z070000", || Chunk::Offset {
-        z: true,
-        colon: false,
-        minutes: true,
-        seconds: true,
-    }),
-    ("Z07:00", || Chunk::Offset {
-        z: true,
-        colon: true,
-        minutes: true,
-        seconds: false,
-    }),
-    ("Z0700", || Chunk::Offset {
-        z: true,
-        colon: false,
-        minutes: true,
-        seconds: false,
-    }),
-    ("Z07", || Chunk::Offset {
-        z: true,
-        colon: false,
-        minutes: false,
-        seconds: false,
-    }),
+    ("-07:00:00", || Chunk::Offset { z: false, colon: true, minutes: true, seconds: true }),
+    ("-070000", || Chunk::Offset { z: false, colon: false, minutes: true, seconds: true }),
+    ("-07:00", || Chunk::Offset { z: false, colon: true, minutes: true, seconds: false }),
+    ("-0700", || Chunk::Offset { z: false, colon: false, minutes: true, seconds: false }),
+    ("-07", || Chunk::Offset { z: false, colon: false, minutes: false, seconds: false }),
+    ("Z07:00:00", || Chunk::Offset { z: true, colon: true, minutes: true, seconds: true }),
+    ("Z070000", || Chunk::Offset { z: true, colon: false, minutes: true, seconds: true }),
+    ("Z07:00", || Chunk::Offset { z: true, colon: true, minutes: true, seconds: false }),
+    ("Z0700", || Chunk::Offset { z: true, colon: false, minutes: true, seconds: false }),
+    ("Z07", || Chunk::Offset { z: true, colon: false, minutes: false, seconds: false }),
     ("002", || Chunk::YearDay),
     ("01", || Chunk::ZeroMonth),
     ("02", || Chunk::ZeroDay),
@@ -188,18 +138,10 @@ impl GoLayout {
                 if let Some(after) = rest.strip_prefix(sep) {
                     let zeros = after.bytes().take_while(|&b| b == b'0').count();
                     let nines = after.bytes().take_while(|&b| b == b'9').count();
-                    let (digits, optional) = if zeros > 0 {
-                        (zeros, false)
-                    } else {
-                        (nines, true)
-                    };
+                    let (digits, optional) = if zeros > 0 { (zeros, false) } else { (nines, true) };
                     let follows_seconds =
-                        matches!(chunks.last(), Some(Chunk::Second | Chunk::ZeroSecond))
-                            && lit.is_empty();
-                    if digits > 0
-                        && follows_seconds
-                        && !after[digits..].starts_with(|c: char| c.is_ascii_digit())
-                    {
+                        matches!(chunks.last(), Some(Chunk::Second | Chunk::ZeroSecond)) && lit.is_empty();
+                    if digits > 0 && follows_seconds && !after[digits..].starts_with(|c: char| c.is_ascii_digit()) {
                         chunks.push(Chunk::Fraction { digits, optional });
                         rest = &after[digits..];
                         continue 'outer;
@@ -234,31 +176,16 @@ impl GoLayout {
                 "`{layout}` is not a Go time layout (write the reference time, e.g. `2006-01-02T15:04:05Z07:00`, or a name such as RFC3339)"
             ));
         }
-        let has_year = chunks
-            .iter()
-            .any(|c| matches!(c, Chunk::LongYear | Chunk::Year));
+        let has_year = chunks.iter().any(|c| matches!(c, Chunk::LongYear | Chunk::Year));
         let has_zone = chunks.iter().any(|c| matches!(c, Chunk::Offset { .. }));
-        Ok(GoLayout {
-            chunks,
-            has_year,
-            has_zone,
-        })
+        Ok(GoLayout { chunks, has_year, has_zone })
     }
 
     /// Reads `input` against the layout.
     pub fn parse(&self, input: &str) -> Option<Parsed> {
         let s = input.as_bytes();
         let mut i = 0usize;
-        let mut p = Parsed {
-            year: None,
-            month: 1,
-            day: 1,
-            hour: 0,
-            minute: 0,
-            second: 0,
-            nanos: 0,
-            offset: None,
-        };
+        let mut p = Parsed { year: None, month: 1, day: 1, hour: 0, minute: 0, second: 0, nanos: 0, offset: None };
         let mut pm: Option<bool> = None;
         let mut year_day: Option<i64> = None;
         for (ci, chunk) in self.chunks.iter().enumerate() {
@@ -274,9 +201,7 @@ impl GoLayout {
                     p.month = m;
                     i += len;
                 }
-                Chunk::LongWeekDay | Chunk::WeekDay => {
-                    i += weekday_name(&s[i..], matches!(chunk, Chunk::LongWeekDay))?
-                }
+                Chunk::LongWeekDay | Chunk::WeekDay => i += weekday_name(&s[i..], matches!(chunk, Chunk::LongWeekDay))?,
                 Chunk::NumMonth => p.month = num(s, &mut i, 1, 2)?,
                 Chunk::ZeroMonth => p.month = num(s, &mut i, 2, 2)?,
                 Chunk::Day => p.day = num(s, &mut i, 1, 2)?,
@@ -294,15 +219,10 @@ impl GoLayout {
                 Chunk::Minute => p.minute = num(s, &mut i, 1, 2)?,
                 Chunk::ZeroMinute => p.minute = num(s, &mut i, 2, 2)?,
                 Chunk::Second | Chunk::ZeroSecond => {
-                    let (min, max) = if matches!(chunk, Chunk::Second) {
-                        (1, 2)
-                    } else {
-                        (2, 2)
-                    };
+                    let (min, max) = if matches!(chunk, Chunk::Second) { (1, 2) } else { (2, 2) };
                     p.second = num(s, &mut i, min, max)?;
                     // Go accepts a fraction here even when the layout has none.
-                    let next_is_fraction =
-                        matches!(self.chunks.get(ci + 1), Some(Chunk::Fraction { .. }));
+                    let next_is_fraction = matches!(self.chunks.get(ci + 1), Some(Chunk::Fraction { .. }));
                     if !next_is_fraction
                         && matches!(s.get(i), Some(b'.' | b','))
                         && s.get(i + 1).is_some_and(u8::is_ascii_digit)
@@ -312,9 +232,7 @@ impl GoLayout {
                     }
                 }
                 Chunk::Fraction { digits, optional } => {
-                    if matches!(s.get(i), Some(b'.' | b','))
-                        && s.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    {
+                    if matches!(s.get(i), Some(b'.' | b',')) && s.get(i + 1).is_some_and(u8::is_ascii_digit) {
                         i += 1;
                         let start = i;
                         p.nanos = fraction(s, &mut i)?;
@@ -332,11 +250,7 @@ impl GoLayout {
                 }
                 Chunk::Pm { upper } => {
                     let text = s.get(i..i + 2)?;
-                    let text = if *upper {
-                        text.to_ascii_uppercase()
-                    } else {
-                        text.to_ascii_lowercase()
-                    };
+                    let text = if *upper { text.to_ascii_uppercase() } else { text.to_ascii_lowercase() };
                     pm = Some(match &text[..] {
                         b"PM" | b"pm" => true,
                         b"AM" | b"am" => false,
@@ -358,12 +272,7 @@ impl GoLayout {
                         p.offset = Some(sign * h * 3600);
                     }
                 }
-                Chunk::Offset {
-                    z,
-                    colon,
-                    minutes,
-                    seconds,
-                } => {
+                Chunk::Offset { z, colon, minutes, seconds } => {
                     if *z && s.get(i) == Some(&b'Z') {
                         i += 1;
                         p.offset = Some(0);
@@ -405,29 +314,19 @@ impl GoLayout {
         if let Some(yd) = year_day {
             let year = p.year.unwrap_or(1970);
             let start = crate::formats::time::days_from_civil(year, 1, 1);
-            let date = jiff::civil::Date::new(1970, 1, 1)
-                .ok()?
-                .checked_add(jiff::Span::new().days(start + yd - 1))
-                .ok()?;
+            let date =
+                jiff::civil::Date::new(1970, 1, 1).ok()?.checked_add(jiff::Span::new().days(start + yd - 1)).ok()?;
             p.month = i64::from(date.month());
             p.day = i64::from(date.day());
         }
-        let valid = (1..=12).contains(&p.month)
-            && (1..=31).contains(&p.day)
-            && p.hour < 24
-            && p.minute < 60
-            && p.second < 61;
+        let valid =
+            (1..=12).contains(&p.month) && (1..=31).contains(&p.day) && p.hour < 24 && p.minute < 60 && p.second < 61;
         valid.then_some(p)
     }
 }
 
 fn num(s: &[u8], i: &mut usize, min: usize, max: usize) -> Option<i64> {
-    let digits = s
-        .get(*i..)?
-        .iter()
-        .take(max)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
+    let digits = s.get(*i..)?.iter().take(max).take_while(|b| b.is_ascii_digit()).count();
     if digits < min {
         return None;
     }
@@ -472,22 +371,13 @@ const MONTHS: [&str; 12] = [
     "november",
     "december",
 ];
-const DAYS: [&str; 7] = [
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
+const DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
 
 fn name_prefix(s: &[u8], names: &[&str], long: bool) -> Option<(usize, usize)> {
     names.iter().enumerate().find_map(|(idx, name)| {
         let want = if long { name.len() } else { 3 };
         let got = s.get(..want)?;
-        got.eq_ignore_ascii_case(&name.as_bytes()[..want])
-            .then_some((idx, want))
+        got.eq_ignore_ascii_case(&name.as_bytes()[..want]).then_some((idx, want))
     })
 }
 
@@ -504,9 +394,7 @@ mod tests {
     use super::*;
 
     fn parse(layout: &str, input: &str) -> Option<Parsed> {
-        GoLayout::compile(named_layout(layout).unwrap_or(layout))
-            .unwrap()
-            .parse(input)
+        GoLayout::compile(named_layout(layout).unwrap_or(layout)).unwrap().parse(input)
     }
 
     #[test]
@@ -517,10 +405,7 @@ mod tests {
             (Some(2024), 5, 6, 7, 8, 9, 123_000_000)
         );
         let p = parse("2006-01-02 15:04:05", "2024-05-06 07:08:09.5").unwrap();
-        assert_eq!(
-            p.nanos, 500_000_000,
-            "Go reads a fraction the layout does not name"
-        );
+        assert_eq!(p.nanos, 500_000_000, "Go reads a fraction the layout does not name");
         let p = parse("02/Jan/2006:15:04:05 -0700", "06/May/2024:07:08:09 +0200").unwrap();
         assert_eq!(p.offset, Some(7200));
         let p = parse("RFC1123", "Mon, 06 May 2024 07:08:09 GMT").unwrap();
@@ -531,11 +416,7 @@ mod tests {
         assert_eq!((p.hour, p.minute), (15, 4));
         let p = parse("2006-01-02T15:04:05Z07:00", "2024-05-06T07:08:09Z").unwrap();
         assert_eq!(p.offset, Some(0));
-        let p = parse(
-            "2006-01-02T15:04:05.999999999Z07:00",
-            "2024-05-06T07:08:09-05:30",
-        )
-        .unwrap();
+        let p = parse("2006-01-02T15:04:05.999999999Z07:00", "2024-05-06T07:08:09-05:30").unwrap();
         assert_eq!(p.offset, Some(-19800));
         let p = parse("January 2, 2006 3:04:05 pm", "March 9, 2024 12:01:02 am").unwrap();
         assert_eq!((p.month, p.hour), (3, 0));

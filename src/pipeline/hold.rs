@@ -51,13 +51,7 @@ pub(crate) struct Group {
 impl Group {
     pub fn start(first: LogEntry, now: i64, acks: &AckSet) -> Group {
         let text = first.line.to_vec();
-        let mut group = Group {
-            first,
-            text,
-            lines: 1,
-            last_append: now,
-            acks: AckSet::new(),
-        };
+        let mut group = Group { first, text, lines: 1, last_append: now, acks: AckSet::new() };
         group.acks.extend_cloned(acks);
         group
     }
@@ -73,10 +67,7 @@ impl Group {
     pub fn release(self) -> Released {
         let mut entry = self.first;
         entry.line = Bytes::from(self.text);
-        Released {
-            entry,
-            acks: self.acks,
-        }
+        Released { entry, acks: self.acks }
     }
 }
 
@@ -86,22 +77,14 @@ impl Group {
 pub(crate) struct Groups(Mutex<HashMap<StreamKey, Group>>);
 
 impl Groups {
-    pub fn take_expired(
-        &self,
-        now: i64,
-        max_wait_nanos: i64,
-        force: bool,
-    ) -> Vec<(Arc<str>, Released)> {
+    pub fn take_expired(&self, now: i64, max_wait_nanos: i64, force: bool) -> Vec<(Arc<str>, Released)> {
         let mut groups = self.0.lock();
         let expired: Vec<StreamKey> = groups
             .iter()
             .filter(|(_, g)| force || now.saturating_sub(g.last_append) >= max_wait_nanos)
             .map(|(k, _)| k.clone())
             .collect();
-        expired
-            .into_iter()
-            .filter_map(|k| groups.remove(&k).map(|g| (k.0, g.release())))
-            .collect()
+        expired.into_iter().filter_map(|k| groups.remove(&k).map(|g| (k.0, g.release()))).collect()
     }
 
     pub fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<StreamKey, Group>> {
@@ -168,28 +151,14 @@ mod tests {
     fn offer(s: &MultilineStage, line: &str, now: i64, acks: &AckSet) -> Vec<String> {
         let metrics = LabelMetrics::default();
         let mut cache = LabelCache::new(LabelInterner::new(LabelLimits::default(), &metrics));
-        let entry = LogEntry::new(
-            now,
-            Bytes::copy_from_slice(line.as_bytes()),
-            LabelSet::from_pairs([("job", "x")]),
-        );
+        let entry = LogEntry::new(now, Bytes::copy_from_slice(line.as_bytes()), LabelSet::from_pairs([("job", "x")]));
         let mut w = Work::new(entry, Arc::from("src"));
-        let mut ctx = StageCtx {
-            now,
-            cache: &mut cache,
-            throttle: Duration::ZERO,
-            acks,
-            extra_acks: AckSet::new(),
-        };
-        let info = StageInfo {
-            id: Arc::from("multiline"),
-            errors: Default::default(),
-        };
+        let mut ctx = StageCtx { now, cache: &mut cache, throttle: Duration::ZERO, acks, extra_acks: AckSet::new() };
+        let info = StageInfo { id: Arc::from("multiline"), errors: Default::default() };
         match s.offer(&mut w, &mut ctx, &info) {
-            Offer::Held(released) => released
-                .into_iter()
-                .map(|r| String::from_utf8(r.entry.line.to_vec()).unwrap())
-                .collect(),
+            Offer::Held(released) => {
+                released.into_iter().map(|r| String::from_utf8(r.entry.line.to_vec()).unwrap()).collect()
+            }
             Offer::Continue => panic!("multiline always holds"),
         }
     }
@@ -201,10 +170,7 @@ mod tests {
         assert!(offer(&s, "2024-01-01 error", 1, &none).is_empty());
         assert!(offer(&s, "  at a()", 2, &none).is_empty());
         assert!(offer(&s, "  at b()", 3, &none).is_empty());
-        assert_eq!(
-            offer(&s, "2024-01-01 next", 4, &none),
-            ["2024-01-01 error\n  at a()\n  at b()"]
-        );
+        assert_eq!(offer(&s, "2024-01-01 next", 4, &none), ["2024-01-01 error\n  at a()\n  at b()"]);
         let expired = s.take_expired(4 + 3_000_000_000, false);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1.entry.line, "2024-01-01 next");

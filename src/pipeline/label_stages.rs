@@ -15,10 +15,7 @@ impl LabelsStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
         for (label, source) in &self.pairs {
             if let Some(span) = w.extracted_span(source) {
-                w.push_label_op(LabelOp::Set(
-                    Name::Static(Arc::clone(label)),
-                    Value::Buf(span),
-                ));
+                w.push_label_op(LabelOp::Set(Name::Static(Arc::clone(label)), Value::Buf(span)));
             }
         }
         Flow::Continue
@@ -33,10 +30,7 @@ pub(crate) struct StaticLabelsStage {
 impl StaticLabelsStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
         for (name, value) in &self.pairs {
-            w.push_label_op(LabelOp::Set(
-                Name::Static(Arc::clone(name)),
-                Value::Static(Arc::clone(value)),
-            ));
+            w.push_label_op(LabelOp::Set(Name::Static(Arc::clone(name)), Value::Static(Arc::clone(value))));
         }
         Flow::Continue
     }

@@ -49,13 +49,7 @@ pub struct CustomMetric {
 
 impl CustomMetric {
     pub fn new(name: String, help: String, kind: MetricKind, max_idle: Duration) -> Self {
-        CustomMetric {
-            name,
-            help,
-            kind,
-            max_idle,
-            series: Mutex::new(HashMap::new()),
-        }
+        CustomMetric { name, help, kind, max_idle, series: Mutex::new(HashMap::new()) }
     }
 
     pub fn kind(&self) -> &MetricKind {
@@ -66,29 +60,18 @@ impl CustomMetric {
         let hash = hash_pairs(labels.iter().copied());
         let mut series = self.series.lock();
         let bucket = series.entry(hash).or_default();
-        let index = match bucket.iter().position(|s| {
-            s.labels
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .eq(labels.iter().copied())
-        }) {
+        let index = match bucket
+            .iter()
+            .position(|s| s.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).eq(labels.iter().copied()))
+        {
             Some(i) => i,
             None => {
                 let buckets = match &self.kind {
                     MetricKind::Histogram(b) => vec![0; b.len() + 1],
                     _ => Vec::new(),
                 };
-                let labels = labels
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect();
-                bucket.push(Series {
-                    labels,
-                    value: 0.0,
-                    buckets,
-                    count: 0,
-                    last_update: Instant::now(),
-                });
+                let labels = labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+                bucket.push(Series { labels, value: 0.0, buckets, count: 0, last_update: Instant::now() });
                 bucket.len() - 1
             }
         };
@@ -104,12 +87,7 @@ impl CustomMetric {
         series
             .get(&hash)?
             .iter()
-            .find(|s| {
-                s.labels
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .eq(labels.iter().copied())
-            })
+            .find(|s| s.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).eq(labels.iter().copied()))
             .map(|s| s.value)
     }
 }
@@ -144,20 +122,12 @@ impl Action {
                 _ => Err("a gauge needs an `action` (set, inc, dec, add, sub)".into()),
             };
         };
-        allowed
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(action))
-            .map(|(_, a)| *a)
-            .ok_or_else(|| {
-                format!(
-                    "`{action}` is not an action for this metric (use {})",
-                    allowed
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
+        allowed.iter().find(|(name, _)| name.eq_ignore_ascii_case(action)).map(|(_, a)| *a).ok_or_else(|| {
+            format!(
+                "`{action}` is not an action for this metric (use {})",
+                allowed.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 }
 
@@ -181,11 +151,7 @@ impl MetricsStage {
         let labels = w.current_labels();
         for rule in &self.rules {
             let amount = if rule.match_all {
-                if rule.count_entry_bytes {
-                    w.entry.line.len() as f64
-                } else {
-                    1.0
-                }
+                if rule.count_entry_bytes { w.entry.line.len() as f64 } else { 1.0 }
             } else {
                 let Some(value) = w.extracted(&rule.source) else {
                     continue;
@@ -197,37 +163,28 @@ impl MetricsStage {
                 }
                 match rule.action {
                     Action::Inc | Action::Dec => 1.0,
-                    _ => match std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                    {
+                    _ => match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<f64>().ok()) {
                         Some(v) => v,
                         None => {
-                            self.info.error(|| {
-                                format!("`{}` is not a number", String::from_utf8_lossy(value))
-                            });
+                            self.info.error(|| format!("`{}` is not a number", String::from_utf8_lossy(value)));
                             continue;
                         }
                     },
                 }
             };
-            rule.metric
-                .update(&labels, |s, kind| match (rule.action, kind) {
-                    (Action::Observe, MetricKind::Histogram(bounds)) => {
-                        let i = bounds
-                            .iter()
-                            .position(|b| amount <= *b)
-                            .unwrap_or(bounds.len());
-                        s.buckets[i] += 1;
-                        s.count += 1;
-                        s.value += amount;
-                    }
-                    (Action::Inc | Action::Add, MetricKind::Counter) if amount < 0.0 => {}
-                    (Action::Inc | Action::Add, _) => s.value += amount,
-                    (Action::Dec | Action::Sub, _) => s.value -= amount,
-                    (Action::Set, _) => s.value = amount,
-                    (Action::Observe, _) => {}
-                });
+            rule.metric.update(&labels, |s, kind| match (rule.action, kind) {
+                (Action::Observe, MetricKind::Histogram(bounds)) => {
+                    let i = bounds.iter().position(|b| amount <= *b).unwrap_or(bounds.len());
+                    s.buckets[i] += 1;
+                    s.count += 1;
+                    s.value += amount;
+                }
+                (Action::Inc | Action::Add, MetricKind::Counter) if amount < 0.0 => {}
+                (Action::Inc | Action::Add, _) => s.value += amount,
+                (Action::Dec | Action::Sub, _) => s.value -= amount,
+                (Action::Set, _) => s.value = amount,
+                (Action::Observe, _) => {}
+            });
         }
         Flow::Continue
     }
@@ -278,23 +235,18 @@ impl Collector for CustomMetrics {
             if series.is_empty() {
                 continue;
             }
-            let mut family =
-                encoder.encode_descriptor(&metric.name, &metric.help, None, metric_type)?;
+            let mut family = encoder.encode_descriptor(&metric.name, &metric.help, None, metric_type)?;
             for s in series.values().flatten() {
                 let labels = Pairs(&s.labels);
                 let mut m = family.encode_family(&labels)?;
                 match &metric.kind {
-                    MetricKind::Counter => m
-                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(
-                            &s.value, None,
-                        )?,
+                    MetricKind::Counter => {
+                        m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(&s.value, None)?
+                    }
                     MetricKind::Gauge => m.encode_gauge(&s.value)?,
                     MetricKind::Histogram(bounds) => {
-                        let mut buckets: Vec<(f64, u64)> = bounds
-                            .iter()
-                            .copied()
-                            .zip(s.buckets.iter().copied())
-                            .collect();
+                        let mut buckets: Vec<(f64, u64)> =
+                            bounds.iter().copied().zip(s.buckets.iter().copied()).collect();
                         buckets.push((f64::INFINITY, s.buckets.last().copied().unwrap_or(0)));
                         m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                             s.value, s.count, &buckets, None,

@@ -19,6 +19,7 @@
 //!   of what they hold, so a source's position never passes a line still held.
 
 pub mod build;
+pub mod dry_run;
 mod envelope;
 mod extract;
 mod filter;
@@ -158,10 +159,7 @@ pub struct Pipeline {
     selector: Option<selector::Selector>,
     stages: Vec<StageNode>,
     /// State of stateful stages by stage path, with the config that made it (see `build`).
-    states: std::collections::HashMap<
-        String,
-        (crate::config::pipeline::StageConfig, build::StageState),
-    >,
+    states: std::collections::HashMap<String, (crate::config::pipeline::StageConfig, build::StageState)>,
 }
 
 impl Pipeline {
@@ -204,9 +202,7 @@ pub struct RunOutput {
 
 impl PipelineSet {
     pub fn empty() -> Self {
-        PipelineSet {
-            pipelines: Vec::new(),
-        }
+        PipelineSet { pipelines: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -219,6 +215,15 @@ impl PipelineSet {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.pipelines.iter().map(|p| &*p.name)
+    }
+
+    /// The state of every holding stage.
+    fn held_groups(&self) -> impl Iterator<Item = &Arc<hold::Groups>> {
+        self.pipelines.iter().flat_map(|p| p.stages.iter()).filter_map(|node| match &node.stage {
+            Stage::Multiline(m) => Some(&m.groups),
+            Stage::Cri(c) => Some(&c.groups),
+            _ => None,
+        })
     }
 
     /// The metrics that `metrics` stages of this set define.
@@ -235,15 +240,7 @@ impl PipelineSet {
     }
 
     /// Runs one entry from pipeline `p`, stage `s` on, pushing survivors to `out`.
-    fn run_from(
-        &self,
-        p: usize,
-        s: usize,
-        w: &mut Work,
-        ctx: &mut StageCtx<'_>,
-        out: &mut RunOutput,
-        trace: bool,
-    ) {
+    fn run_from(&self, p: usize, s: usize, w: &mut Work, ctx: &mut StageCtx<'_>, out: &mut RunOutput, trace: bool) {
         let mut stage_start = s;
         for (pi, pipeline) in self.pipelines.iter().enumerate().skip(p) {
             if pi != p || s == 0 {
@@ -291,22 +288,36 @@ impl PipelineSet {
     }
 
     /// Releases what holding stages have kept longer than their wait (all of it with `force`,
-    /// at shutdown or before this set is replaced), running it through the rest of the stages.
-    pub fn flush_held(&self, now: i64, force: bool, ctx: &mut StageCtx<'_>, out: &mut RunOutput) {
+    /// at shutdown or before this set is replaced), running each released entry through the
+    /// rest of the stages. Returns the output per source.
+    /// Holders whose state `keep` shares (a successor set took it over) are left alone.
+    fn flush_held(
+        &self,
+        force: bool,
+        keep: Option<&PipelineSet>,
+        ctx: &mut StageCtx<'_>,
+    ) -> Vec<(Arc<str>, RunOutput)> {
+        let kept: Vec<*const hold::Groups> =
+            keep.map(|k| k.held_groups().map(Arc::as_ptr).collect()).unwrap_or_default();
+        let mut outputs = Vec::new();
         for (pi, pipeline) in self.pipelines.iter().enumerate() {
             for (si, node) in pipeline.stages.iter().enumerate() {
                 let holder: &dyn hold::Holding = match &node.stage {
-                    Stage::Multiline(m) => m,
-                    Stage::Cri(c) => c,
+                    Stage::Multiline(m) if !kept.contains(&Arc::as_ptr(&m.groups)) => m,
+                    Stage::Cri(c) if !kept.contains(&Arc::as_ptr(&c.groups)) => c,
                     _ => continue,
                 };
-                for (source, mut r) in holder.take_expired(now, force) {
-                    out.acks.append(&mut r.acks);
-                    let mut w = Work::new(r.entry, source);
-                    self.run_from(pi, si + 1, &mut w, ctx, out, false);
+                for (source, mut released) in holder.take_expired(ctx.now, force) {
+                    let mut out = RunOutput::default();
+                    out.acks.append(&mut released.acks);
+                    let mut w = Work::new(released.entry, Arc::clone(&source));
+                    self.run_from(pi, si + 1, &mut w, ctx, &mut out, false);
+                    out.acks.append(&mut ctx.extra_acks);
+                    outputs.push((source, out));
                 }
             }
         }
+        outputs
     }
 }
 
@@ -322,18 +333,9 @@ impl Runner {
     }
 
     /// Runs every entry of `batch` through `set`. The batch's acks stay with the caller.
-    pub fn run_batch(
-        &mut self,
-        set: &PipelineSet,
-        source: &Arc<str>,
-        batch: &mut LogBatch,
-        trace: bool,
-    ) -> RunOutput {
+    pub fn run_batch(&mut self, set: &PipelineSet, source: &Arc<str>, batch: &mut LogBatch, trace: bool) -> RunOutput {
         self.cache.refresh();
-        let mut out = RunOutput {
-            entries: Vec::with_capacity(batch.entries.len()),
-            ..RunOutput::default()
-        };
+        let mut out = RunOutput { entries: Vec::with_capacity(batch.entries.len()), ..RunOutput::default() };
         let mut ctx = StageCtx {
             now: crate::event::now_nanos(),
             cache: &mut self.cache,
@@ -362,11 +364,16 @@ impl Runner {
         out
     }
 
-    /// Flushes held entries (see [`PipelineSet::flush_held`]).
-    pub fn flush_held(&mut self, set: &PipelineSet, force: bool) -> RunOutput {
+    /// Releases held entries (see [`PipelineSet::flush_held`]), with the output per source.
+    /// State that `keep` took over is left alone.
+    pub fn flush_held(
+        &mut self,
+        set: &PipelineSet,
+        force: bool,
+        keep: Option<&PipelineSet>,
+    ) -> Vec<(Arc<str>, RunOutput)> {
         self.cache.refresh();
         let acks = AckSet::new();
-        let mut out = RunOutput::default();
         let mut ctx = StageCtx {
             now: crate::event::now_nanos(),
             cache: &mut self.cache,
@@ -374,8 +381,6 @@ impl Runner {
             acks: &acks,
             extra_acks: AckSet::new(),
         };
-        set.flush_held(ctx.now, force, &mut ctx, &mut out);
-        out.acks.append(&mut ctx.extra_acks);
-        out
+        set.flush_held(force, keep, &mut ctx)
     }
 }

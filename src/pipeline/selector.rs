@@ -52,18 +52,12 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn error<T>(&self, message: impl Into<String>) -> Result<T, SelectorError> {
-        Err(SelectorError {
-            offset: self.pos,
-            message: message.into(),
-        })
+        Err(SelectorError { offset: self.pos, message: message.into() })
     }
 
     fn skip_ws(&mut self) {
         while self.text[self.pos..].starts_with(|c: char| c.is_whitespace()) {
-            self.pos += self.text[self.pos..]
-                .chars()
-                .next()
-                .map_or(1, char::len_utf8);
+            self.pos += self.text[self.pos..].chars().next().map_or(1, char::len_utf8);
         }
     }
 
@@ -80,9 +74,7 @@ impl<'a> Parser<'a> {
     fn name(&mut self) -> Result<&'a str, SelectorError> {
         self.skip_ws();
         let rest = &self.text[self.pos..];
-        let len = rest
-            .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
-            .unwrap_or(rest.len());
+        let len = rest.find(|c: char| !(c == '_' || c.is_ascii_alphanumeric())).unwrap_or(rest.len());
         if len == 0 || rest.starts_with(|c: char| c.is_ascii_digit()) {
             return self.error("expected a label name");
         }
@@ -158,16 +150,11 @@ impl Selector {
                     "=" => MatchOp::Eq(value),
                     "!=" => MatchOp::Ne(value),
                     re => {
-                        let compiled =
-                            Regex::new(&format!("^(?:{value})$")).map_err(|e| SelectorError {
-                                offset: start,
-                                message: format!("invalid regex `{value}`: {e}"),
-                            })?;
-                        if re == "=~" {
-                            MatchOp::Re(compiled)
-                        } else {
-                            MatchOp::NotRe(compiled)
-                        }
+                        let compiled = Regex::new(&format!("^(?:{value})$")).map_err(|e| SelectorError {
+                            offset: start,
+                            message: format!("invalid regex `{value}`: {e}"),
+                        })?;
+                        if re == "=~" { MatchOp::Re(compiled) } else { MatchOp::NotRe(compiled) }
                     }
                 };
                 matchers.push(LabelMatcher { name, op });
@@ -192,18 +179,12 @@ impl Selector {
             };
             let value = p.string()?;
             let regex = || {
-                BytesRegex::new(&value).map_err(|e| SelectorError {
-                    offset: start,
-                    message: format!("invalid regex `{value}`: {e}"),
-                })
+                BytesRegex::new(&value)
+                    .map_err(|e| SelectorError { offset: start, message: format!("invalid regex `{value}`: {e}") })
             };
             filters.push(match kind {
-                "|=" => {
-                    LineFilter::Contains(memchr::memmem::Finder::new(value.as_bytes()).into_owned())
-                }
-                "!=" => LineFilter::NotContains(
-                    memchr::memmem::Finder::new(value.as_bytes()).into_owned(),
-                ),
+                "|=" => LineFilter::Contains(memchr::memmem::Finder::new(value.as_bytes()).into_owned()),
+                "!=" => LineFilter::NotContains(memchr::memmem::Finder::new(value.as_bytes()).into_owned()),
                 "|~" => LineFilter::Re(regex()?),
                 _ => LineFilter::NotRe(regex()?),
             });
@@ -218,10 +199,7 @@ impl Selector {
 
     pub fn matches_labels(&self, labels: &[(&str, &str)]) -> bool {
         self.matchers.iter().all(|m| {
-            let value = labels
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .map_or("", |(_, v)| *v);
+            let value = labels.iter().find(|(n, _)| *n == m.name).map_or("", |(_, v)| *v);
             match &m.op {
                 MatchOp::Eq(want) => value == want,
                 MatchOp::Ne(want) => value != want,
@@ -260,15 +238,9 @@ mod tests {
     fn label_matchers() {
         assert!(sel("{}").matches(LABELS, b""));
         assert!(sel(r#"{compose_service=~"gateway|router"}"#).matches(LABELS, b""));
-        assert!(
-            !sel(r#"{compose_service=~"gate"}"#).matches(LABELS, b""),
-            "regexes are anchored"
-        );
+        assert!(!sel(r#"{compose_service=~"gate"}"#).matches(LABELS, b""), "regexes are anchored");
         assert!(sel(r#"{level="ERROR", compose_service!="router"}"#).matches(LABELS, b""));
-        assert!(
-            sel(r#"{missing=""}"#).matches(LABELS, b""),
-            "a missing label is the empty string"
-        );
+        assert!(sel(r#"{missing=""}"#).matches(LABELS, b""), "a missing label is the empty string");
         assert!(sel(r#"{level!~"DEBUG|INFO"}"#).matches(LABELS, b""));
         assert!(!sel(r#"{level="INFO"}"#).matches(LABELS, b""));
         assert!(sel("{level=`ERROR`}").matches(LABELS, b""));

@@ -52,11 +52,7 @@ impl TValue {
 enum Expr {
     Field(String),
     Lit(TValue),
-    Call {
-        func: Func,
-        args: Vec<Expr>,
-        regex: Option<Arc<Regex>>,
-    },
+    Call { func: Func, args: Vec<Expr>, regex: Option<Arc<Regex>> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +109,7 @@ impl Func {
     }
 
     fn takes_regex_first(self) -> bool {
-        matches!(
-            self,
-            Func::RegexReplaceAll | Func::RegexReplaceAllLiteral | Func::RegexMatch
-        )
+        matches!(self, Func::RegexReplaceAll | Func::RegexReplaceAllLiteral | Func::RegexMatch)
     }
 }
 
@@ -124,10 +117,7 @@ impl Func {
 enum Node {
     Text(String),
     Print(Expr),
-    If {
-        branches: Vec<(Expr, Vec<Node>)>,
-        otherwise: Vec<Node>,
-    },
+    If { branches: Vec<(Expr, Vec<Node>)>, otherwise: Vec<Node> },
 }
 
 /// A parsed template.
@@ -169,10 +159,7 @@ enum Tok {
 }
 
 fn tokenize(action: &str, base: usize) -> Result<Vec<(Tok, usize)>, TemplateError> {
-    let err = |offset: usize, message: String| TemplateError {
-        offset: base + offset,
-        message,
-    };
+    let err = |offset: usize, message: String| TemplateError { offset: base + offset, message };
     let bytes = action.as_bytes();
     let mut toks = Vec::new();
     let mut i = 0;
@@ -244,8 +231,7 @@ fn tokenize(action: &str, base: usize) -> Result<Vec<(Tok, usize)>, TemplateErro
                 if i == start + 1 {
                     return Err(err(
                         start,
-                        "`.` alone (the whole data) is not supported; name a field such as .Value"
-                            .into(),
+                        "`.` alone (the whole data) is not supported; name a field such as .Value".into(),
                     ));
                 }
                 if bytes.get(i) == Some(&b'.') {
@@ -258,9 +244,7 @@ fn tokenize(action: &str, base: usize) -> Result<Vec<(Tok, usize)>, TemplateErro
                 while i < bytes.len() && bytes[i].is_ascii_digit() {
                     i += 1;
                 }
-                let n = action[start..i]
-                    .parse()
-                    .map_err(|_| err(start, "invalid number".into()))?;
+                let n = action[start..i].parse().map_err(|_| err(start, "invalid number".into()))?;
                 toks.push((Tok::Int(n), start));
             }
             b'$' => return Err(err(start, "template variables are not supported".into())),
@@ -288,10 +272,7 @@ impl ExprParser<'_> {
     }
 
     fn error<T>(&self, message: impl Into<String>) -> Result<T, TemplateError> {
-        Err(TemplateError {
-            offset: self.offset(),
-            message: message.into(),
-        })
+        Err(TemplateError { offset: self.offset(), message: message.into() })
     }
 
     /// pipeline := command ('|' command)*
@@ -322,8 +303,7 @@ impl ExprParser<'_> {
                 if let Some(p) = piped {
                     args.push(p);
                 }
-                if args.len() != arity && !(matches!(func, Func::And | Func::Or) && args.len() >= 2)
-                {
+                if args.len() != arity && !(matches!(func, Func::And | Func::Or) && args.len() >= 2) {
                     return Err(TemplateError {
                         offset,
                         message: format!("{name} takes {arity} arguments, got {}", args.len()),
@@ -331,11 +311,9 @@ impl ExprParser<'_> {
                 }
                 let regex = match (func.takes_regex_first(), args.first()) {
                     (true, Some(Expr::Lit(TValue::Str(pattern)))) => {
-                        Some(Arc::new(Regex::new(pattern).map_err(|e| {
-                            TemplateError {
-                                offset,
-                                message: format!("invalid regex `{pattern}`: {e}"),
-                            }
+                        Some(Arc::new(Regex::new(pattern).map_err(|e| TemplateError {
+                            offset,
+                            message: format!("invalid regex `{pattern}`: {e}"),
                         })?))
                     }
                     _ => None,
@@ -350,10 +328,7 @@ impl ExprParser<'_> {
                     Ok(Expr::Lit(TValue::Bool(name == "true")))
                 };
             }
-            return Err(TemplateError {
-                offset,
-                message: format!("function `{name}` is not supported"),
-            });
+            return Err(TemplateError { offset, message: format!("function `{name}` is not supported") });
         }
         if piped.is_some() {
             return self.error("only a function can follow `|`");
@@ -370,14 +345,10 @@ impl ExprParser<'_> {
             Tok::Field(name) => Expr::Field(name),
             Tok::Str(s) => Expr::Lit(TValue::Str(s)),
             Tok::Int(i) => Expr::Lit(TValue::Int(i)),
-            Tok::Ident(name) if name == "true" || name == "false" => {
-                Expr::Lit(TValue::Bool(name == "true"))
-            }
+            Tok::Ident(name) if name == "true" || name == "false" => Expr::Lit(TValue::Bool(name == "true")),
             Tok::Ident(name) => {
                 self.pos -= 1;
-                return self.error(format!(
-                    "function `{name}` needs parentheses when used as an argument"
-                ));
+                return self.error(format!("function `{name}` needs parentheses when used as an argument"));
             }
             Tok::LParen => {
                 let inner = self.pipeline()?;
@@ -397,11 +368,7 @@ impl ExprParser<'_> {
 
 fn parse_expr(action: &str, base: usize) -> Result<Expr, TemplateError> {
     let toks = tokenize(action, base)?;
-    let mut p = ExprParser {
-        toks: &toks,
-        pos: 0,
-        end_offset: base + action.len(),
-    };
+    let mut p = ExprParser { toks: &toks, pos: 0, end_offset: base + action.len() };
     let expr = p.pipeline()?;
     if p.pos != toks.len() {
         return p.error("unexpected tokens after the expression");
@@ -411,12 +378,7 @@ fn parse_expr(action: &str, base: usize) -> Result<Expr, TemplateError> {
 
 enum Frame {
     Root(Vec<Node>),
-    If {
-        branches: Vec<(Expr, Vec<Node>)>,
-        otherwise: Option<Vec<Node>>,
-        current: Vec<Node>,
-        offset: usize,
-    },
+    If { branches: Vec<(Expr, Vec<Node>)>, otherwise: Option<Vec<Node>>, current: Vec<Node>, offset: usize },
 }
 
 impl Template {
@@ -443,8 +405,8 @@ impl Template {
                 }
                 break;
             };
-            let trim_left = text[open + 2..].starts_with('-')
-                && text[open + 3..].starts_with(|c: char| c.is_whitespace());
+            let trim_left =
+                text[open + 2..].starts_with('-') && text[open + 3..].starts_with(|c: char| c.is_whitespace());
             if trim_left {
                 chunk = chunk.trim_end();
             }
@@ -453,10 +415,7 @@ impl Template {
             }
             let body_start = if trim_left { open + 3 } else { open + 2 };
             let Some(close) = text[body_start..].find("}}").map(|i| body_start + i) else {
-                return Err(TemplateError {
-                    offset: open,
-                    message: "unclosed action: missing `}}`".into(),
-                });
+                return Err(TemplateError { offset: open, message: "unclosed action: missing `}}`".into() });
             };
             let trim_right = close > body_start
                 && text[..close].ends_with('-')
@@ -469,10 +428,7 @@ impl Template {
             reads_fields |= trimmed.contains('.');
             match keyword {
                 "" => {
-                    return Err(TemplateError {
-                        offset: open,
-                        message: "empty action".into(),
-                    });
+                    return Err(TemplateError { offset: open, message: "empty action".into() });
                 }
                 "if" => {
                     let cond = parse_expr(&trimmed[2..], base + 2)?;
@@ -484,23 +440,11 @@ impl Template {
                     });
                 }
                 "else" => {
-                    let Some(Frame::If {
-                        branches,
-                        otherwise,
-                        current,
-                        ..
-                    }) = stack.last_mut()
-                    else {
-                        return Err(TemplateError {
-                            offset: open,
-                            message: "`else` outside `if`".into(),
-                        });
+                    let Some(Frame::If { branches, otherwise, current, .. }) = stack.last_mut() else {
+                        return Err(TemplateError { offset: open, message: "`else` outside `if`".into() });
                     };
                     if otherwise.is_some() {
-                        return Err(TemplateError {
-                            offset: open,
-                            message: "`else` after `else`".into(),
-                        });
+                        return Err(TemplateError { offset: open, message: "`else` after `else`".into() });
                     }
                     // The nodes so far belong to the last branch.
                     if let Some(last) = branches.last_mut() {
@@ -513,30 +457,17 @@ impl Template {
                     } else if after.is_empty() {
                         *otherwise = Some(Vec::new());
                     } else {
-                        return Err(TemplateError {
-                            offset: base,
-                            message: "expected `else` or `else if`".into(),
-                        });
+                        return Err(TemplateError { offset: base, message: "expected `else` or `else if`".into() });
                     }
                 }
                 "end" => {
                     if trimmed != "end" {
-                        return Err(TemplateError {
-                            offset: base,
-                            message: "unexpected tokens after `end`".into(),
-                        });
+                        return Err(TemplateError { offset: base, message: "unexpected tokens after `end`".into() });
                     }
-                    let Some(Frame::If {
-                        mut branches,
-                        otherwise,
-                        current,
-                        ..
-                    }) = stack.pop().filter(|f| matches!(f, Frame::If { .. }))
+                    let Some(Frame::If { mut branches, otherwise, current, .. }) =
+                        stack.pop().filter(|f| matches!(f, Frame::If { .. }))
                     else {
-                        return Err(TemplateError {
-                            offset: open,
-                            message: "`end` without `if`".into(),
-                        });
+                        return Err(TemplateError { offset: open, message: "`end` without `if`".into() });
                     };
                     let otherwise = match otherwise {
                         Some(_) => current,
@@ -547,13 +478,7 @@ impl Template {
                             Vec::new()
                         }
                     };
-                    push(
-                        &mut stack,
-                        Node::If {
-                            branches,
-                            otherwise,
-                        },
-                    );
+                    push(&mut stack, Node::If { branches, otherwise });
                 }
                 "range" | "with" | "define" | "template" | "block" | "break" | "continue" => {
                     return Err(TemplateError {
@@ -573,18 +498,9 @@ impl Template {
             trim_next_left = trim_right;
         }
         match stack.pop() {
-            Some(Frame::Root(nodes)) if stack.is_empty() => Ok(Template {
-                nodes,
-                reads_fields,
-            }),
-            Some(Frame::If { offset, .. }) => Err(TemplateError {
-                offset,
-                message: "`if` without `end`".into(),
-            }),
-            _ => Err(TemplateError {
-                offset: 0,
-                message: "unbalanced actions".into(),
-            }),
+            Some(Frame::Root(nodes)) if stack.is_empty() => Ok(Template { nodes, reads_fields }),
+            Some(Frame::If { offset, .. }) => Err(TemplateError { offset, message: "`if` without `end`".into() }),
+            _ => Err(TemplateError { offset: 0, message: "unbalanced actions".into() }),
         }
     }
 
@@ -606,10 +522,7 @@ fn render_nodes(nodes: &[Node], fields: &dyn Fields, out: &mut String) -> Result
         match node {
             Node::Text(t) => out.push_str(t),
             Node::Print(e) => out.push_str(&eval(e, fields)?.into_string()),
-            Node::If {
-                branches,
-                otherwise,
-            } => {
+            Node::If { branches, otherwise } => {
                 let mut done = false;
                 for (cond, body) in branches {
                     if eval(cond, fields)?.truthy() {
@@ -653,17 +566,12 @@ fn eval(expr: &Expr, fields: &dyn Fields) -> Result<TValue, String> {
         }
         return Ok(last);
     }
-    let vals: Vec<TValue> = args
-        .iter()
-        .map(|a| eval(a, fields))
-        .collect::<Result<_, _>>()?;
+    let vals: Vec<TValue> = args.iter().map(|a| eval(a, fields)).collect::<Result<_, _>>()?;
     let s = |i: usize| vals[i].as_str();
     let compiled = |pattern: &str| -> Result<Arc<Regex>, String> {
         match regex {
             Some(r) => Ok(Arc::clone(r)),
-            None => Regex::new(pattern)
-                .map(Arc::new)
-                .map_err(|e| format!("invalid regex `{pattern}`: {e}")),
+            None => Regex::new(pattern).map(Arc::new).map_err(|e| format!("invalid regex `{pattern}`: {e}")),
         }
     };
     Ok(match func {
@@ -673,30 +581,17 @@ fn eval(expr: &Expr, fields: &dyn Fields) -> Result<TValue, String> {
             let n = match &vals[3] {
                 TValue::Int(n) => *n,
                 other => {
-                    return Err(format!(
-                        "Replace: the count must be an integer, got {:?}",
-                        other.as_str()
-                    ));
+                    return Err(format!("Replace: the count must be an integer, got {:?}", other.as_str()));
                 }
             };
             let (src, old, new) = (s(0), s(1), s(2));
-            TValue::Str(if n < 0 {
-                src.replace(&*old, &new)
-            } else {
-                src.replacen(&*old, &new, n as usize)
-            })
+            TValue::Str(if n < 0 { src.replace(&*old, &new) } else { src.replacen(&*old, &new, n as usize) })
         }
         Func::Trim => TValue::Str(trim_set(&s(0), &s(1), true, true).to_string()),
         Func::TrimLeft => TValue::Str(trim_set(&s(0), &s(1), true, false).to_string()),
         Func::TrimRight => TValue::Str(trim_set(&s(0), &s(1), false, true).to_string()),
-        Func::TrimPrefix => TValue::Str(
-            s(0).strip_prefix(&*s(1))
-                .map_or_else(|| s(0).into_owned(), str::to_string),
-        ),
-        Func::TrimSuffix => TValue::Str(
-            s(0).strip_suffix(&*s(1))
-                .map_or_else(|| s(0).into_owned(), str::to_string),
-        ),
+        Func::TrimPrefix => TValue::Str(s(0).strip_prefix(&*s(1)).map_or_else(|| s(0).into_owned(), str::to_string)),
+        Func::TrimSuffix => TValue::Str(s(0).strip_suffix(&*s(1)).map_or_else(|| s(0).into_owned(), str::to_string)),
         Func::TrimSpace => TValue::Str(s(0).trim().to_string()),
         Func::Default => {
             if vals[1].truthy() {
@@ -705,21 +600,16 @@ fn eval(expr: &Expr, fields: &dyn Fields) -> Result<TValue, String> {
                 vals[0].clone()
             }
         }
-        Func::RegexReplaceAll => {
-            TValue::Str(compiled(&s(0))?.replace_all(&s(1), &*s(2)).into_owned())
+        Func::RegexReplaceAll => TValue::Str(compiled(&s(0))?.replace_all(&s(1), &*s(2)).into_owned()),
+        Func::RegexReplaceAllLiteral => {
+            TValue::Str(compiled(&s(0))?.replace_all(&s(1), regex::NoExpand(&s(2))).into_owned())
         }
-        Func::RegexReplaceAllLiteral => TValue::Str(
-            compiled(&s(0))?
-                .replace_all(&s(1), regex::NoExpand(&s(2)))
-                .into_owned(),
-        ),
         Func::RegexMatch => TValue::Bool(compiled(&s(0))?.is_match(&s(1))),
         Func::Contains => TValue::Bool(s(1).contains(&*s(0))),
         Func::HasPrefix => TValue::Bool(s(1).starts_with(&*s(0))),
         Func::HasSuffix => TValue::Bool(s(1).ends_with(&*s(0))),
         Func::Eq => TValue::Bool(
-            vals[0] == vals[1]
-                || (vals[0].as_str() == vals[1].as_str() && !matches!(vals[0], TValue::Nil)),
+            vals[0] == vals[1] || (vals[0].as_str() == vals[1].as_str() && !matches!(vals[0], TValue::Nil)),
         ),
         Func::Ne => TValue::Bool(vals[0].as_str() != vals[1].as_str()),
         Func::Not => TValue::Bool(!vals[0].truthy()),
@@ -749,28 +639,14 @@ mod tests {
         assert_eq!(render("{{ .Value | ToLower }}"), "hello world");
         assert_eq!(render(r#"{{ Replace .Value "o" "0" -1 }}"#), "Hell0 W0rld");
         assert_eq!(render(r#"{{ Replace .Value "o" "0" 1 }}"#), "Hell0 World");
+        assert_eq!(render("{{ TrimSpace .app }}|{{ Trim .app \" a\" }}"), "api|pi");
+        assert_eq!(render(r#"{{ TrimPrefix .Value "Hello " }}{{ TrimSuffix .Value "World" }}"#), "WorldHello ");
         assert_eq!(
-            render("{{ TrimSpace .app }}|{{ Trim .app \" a\" }}"),
-            "api|pi"
-        );
-        assert_eq!(
-            render(r#"{{ TrimPrefix .Value "Hello " }}{{ TrimSuffix .Value "World" }}"#),
-            "WorldHello "
-        );
-        assert_eq!(
-            render(
-                r#"{{ default "none" .missing }} {{ .empty | default "x" }} {{ default "y" .level }}"#
-            ),
+            render(r#"{{ default "none" .missing }} {{ .empty | default "x" }} {{ default "y" .level }}"#),
             "none x WARN"
         );
-        assert_eq!(
-            render(r#"{{ regexReplaceAll "(\\w+) (\\w+)" .Value "${2} ${1}" }}"#),
-            "World Hello"
-        );
-        assert_eq!(
-            render(r#"{{ regexReplaceAllLiteral "o" .Value "$1" }}"#),
-            "Hell$1 W$1rld"
-        );
+        assert_eq!(render(r#"{{ regexReplaceAll "(\\w+) (\\w+)" .Value "${2} ${1}" }}"#), "World Hello");
+        assert_eq!(render(r#"{{ regexReplaceAllLiteral "o" .Value "$1" }}"#), "Hell$1 W$1rld");
         assert_eq!(render("{{ .missing }}"), "<no value>");
         assert_eq!(render("a {{- .level -}} b"), "aWARNb");
         assert_eq!(render("{{ ToLower (TrimSpace .app) }}"), "api");
@@ -781,15 +657,9 @@ mod tests {
         let t = r#"{{ if eq .level "WARN" }}warning{{ else if eq .level "ERROR" }}error{{ else }}other{{ end }}"#;
         assert_eq!(render(t), "warning");
         assert_eq!(render(r#"{{ if .missing }}yes{{ else }}no{{ end }}"#), "no");
-        assert_eq!(
-            render(r#"{{ if and .level (not .empty) }}both{{ end }}"#),
-            "both"
-        );
+        assert_eq!(render(r#"{{ if and .level (not .empty) }}both{{ end }}"#), "both");
         assert_eq!(render(r#"{{ if or .empty .missing }}x{{ end }}."#), ".");
-        assert_eq!(
-            render(r#"{{ if contains "World" .Value }}has{{ end }}"#),
-            "has"
-        );
+        assert_eq!(render(r#"{{ if contains "World" .Value }}has{{ end }}"#), "has");
     }
 
     #[test]

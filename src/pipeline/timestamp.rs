@@ -43,12 +43,7 @@ pub(crate) struct TimestampStage {
 
 fn parse_integer(text: &str) -> Option<i64> {
     let t = text.trim();
-    if t.is_empty()
-        || !t
-            .trim_start_matches('-')
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-    {
+    if t.is_empty() || !t.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     t.parse().ok()
@@ -95,8 +90,7 @@ impl TimestampStage {
             }
             (offset, _) => {
                 let days = days_from_civil(year, p.month, p.day);
-                let secs =
-                    days * 86400 + p.hour * 3600 + p.minute * 60 + p.second - offset.unwrap_or(0);
+                let secs = days * 86400 + p.hour * 3600 + p.minute * 60 + p.second - offset.unwrap_or(0);
                 secs.checked_mul(1_000_000_000)?.checked_add(p.nanos)
             }
         }
@@ -130,12 +124,7 @@ impl TimestampStage {
                 }
             }
             None => {
-                info.error(|| {
-                    format!(
-                        "timestamp `{}` matches no format",
-                        String::from_utf8_lossy(value)
-                    )
-                });
+                info.error(|| format!("timestamp `{}` matches no format", String::from_utf8_lossy(value)));
                 if self.fudge {
                     if let Some(last) = w.fudge.get_mut(&key) {
                         *last += 1;
@@ -155,10 +144,7 @@ mod tests {
     fn stage(formats: &[&str], location: Option<&str>) -> TimestampStage {
         TimestampStage {
             source: "ts".into(),
-            formats: formats
-                .iter()
-                .map(|f| TimeFormat::compile(f).unwrap())
-                .collect(),
+            formats: formats.iter().map(|f| TimeFormat::compile(f).unwrap()).collect(),
             location: location.map(|l| jiff::tz::TimeZone::get(l).unwrap()),
             fudge: true,
         }
@@ -167,37 +153,17 @@ mod tests {
     #[test]
     fn formats() {
         let s = stage(&["RFC3339Nano"], None);
-        assert_eq!(
-            s.parse("2024-05-06T07:08:09.123456789Z"),
-            Some(1_714_979_289_123_456_789)
-        );
+        assert_eq!(s.parse("2024-05-06T07:08:09.123456789Z"), Some(1_714_979_289_123_456_789));
         let s = stage(&["Unix"], None);
         assert_eq!(s.parse("1714979289.5"), Some(1_714_979_289_500_000_000));
         assert_eq!(s.parse("1714979289"), Some(1_714_979_289_000_000_000));
-        assert_eq!(
-            stage(&["UnixMs"], None).parse("1714979289123"),
-            Some(1_714_979_289_123_000_000)
-        );
-        assert_eq!(
-            stage(&["UnixUs"], None).parse("1714979289123456"),
-            Some(1_714_979_289_123_456_000)
-        );
-        assert_eq!(
-            stage(&["UnixNs"], None).parse("1714979289123456789"),
-            Some(1_714_979_289_123_456_789)
-        );
+        assert_eq!(stage(&["UnixMs"], None).parse("1714979289123"), Some(1_714_979_289_123_000_000));
+        assert_eq!(stage(&["UnixUs"], None).parse("1714979289123456"), Some(1_714_979_289_123_456_000));
+        assert_eq!(stage(&["UnixNs"], None).parse("1714979289123456789"), Some(1_714_979_289_123_456_789));
         let s = stage(&["2006-01-02 15:04:05"], Some("America/New_York"));
-        assert_eq!(
-            s.parse("2024-05-06 03:08:09"),
-            Some(1_714_979_289_000_000_000),
-            "EDT is UTC-4"
-        );
+        assert_eq!(s.parse("2024-05-06 03:08:09"), Some(1_714_979_289_000_000_000), "EDT is UTC-4");
         let s = stage(&["RFC3339", "02/Jan/2006:15:04:05 -0700"], None);
-        assert_eq!(
-            s.parse("06/May/2024:09:08:09 +0200"),
-            Some(1_714_979_289_000_000_000),
-            "fallback format"
-        );
+        assert_eq!(s.parse("06/May/2024:09:08:09 +0200"), Some(1_714_979_289_000_000_000), "fallback format");
         assert_eq!(s.parse("yesterday"), None);
     }
 }

@@ -49,10 +49,7 @@ pub(crate) struct TemplateStage {
 impl TemplateStage {
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
         let rendered = {
-            let fields = WorkFields {
-                w,
-                value: w.extracted(&self.source),
-            };
+            let fields = WorkFields { w, value: w.extracted(&self.source) };
             self.template.render(&fields)
         };
         match rendered {
@@ -100,10 +97,7 @@ impl ReplaceStage {
                     continue;
                 }
                 out.extend_from_slice(&text[last..m.start()]);
-                let fields = WorkFields {
-                    w,
-                    value: Some(m.as_bytes()),
-                };
+                let fields = WorkFields { w, value: Some(m.as_bytes()) };
                 match self.template.render(&fields) {
                     Ok(r) => out.extend_from_slice(r.as_bytes()),
                     Err(e) => {

@@ -82,24 +82,14 @@ impl ExtractSink<'_> {
     pub fn name(&mut self, key: &[u8]) -> Name {
         let start = self.buf.len() as u32;
         self.buf.extend_from_slice(key);
-        Name::Buf(Span {
-            start,
-            end: self.buf.len() as u32,
-        })
+        Name::Buf(Span { start, end: self.buf.len() as u32 })
     }
 
     /// Records `key` with a value written by `write`.
     pub fn value_with(&mut self, key: Name, origin: Option<u32>, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buf.len() as u32;
         write(self.buf);
-        self.extracted.push(Extracted {
-            key,
-            value: Span {
-                start,
-                end: self.buf.len() as u32,
-            },
-            origin,
-        });
+        self.extracted.push(Extracted { key, value: Span { start, end: self.buf.len() as u32 }, origin });
     }
 }
 
@@ -147,20 +137,11 @@ impl Work {
     /// The JSON scratch, the extraction sink, the line and the bytes of `source` (the line when
     /// `None`), borrowed apart. `None` when the source key was never extracted.
     pub(crate) fn load_json_input(&mut self, source: Option<&str>) -> Option<usize> {
-        let Work {
-            entry,
-            buf,
-            extracted,
-            json,
-            ..
-        } = self;
+        let Work { entry, buf, extracted, json, .. } = self;
         let src: &[u8] = match source {
             None => &entry.line,
             Some(key) => {
-                let e = extracted
-                    .iter()
-                    .rev()
-                    .find(|e| name_bytes(buf, &e.key) == key.as_bytes())?;
+                let e = extracted.iter().rev().find(|e| name_bytes(buf, &e.key) == key.as_bytes())?;
                 &buf[e.value.start as usize..e.value.end as usize]
             }
         };
@@ -172,22 +153,13 @@ impl Work {
     }
 
     pub(crate) fn json_parts(&mut self) -> (&mut JsonScratch, ExtractSink<'_>, &Bytes) {
-        let Work {
-            entry,
-            buf,
-            extracted,
-            json,
-            ..
-        } = self;
+        let Work { entry, buf, extracted, json, .. } = self;
         (json, ExtractSink { buf, extracted }, &entry.line)
     }
 
     /// The extraction sink alone.
     pub(crate) fn sink(&mut self) -> ExtractSink<'_> {
-        ExtractSink {
-            buf: &mut self.buf,
-            extracted: &mut self.extracted,
-        }
+        ExtractSink { buf: &mut self.buf, extracted: &mut self.extracted }
     }
 
     /// Starts on a new entry, keeping the buffers.
@@ -211,20 +183,14 @@ impl Work {
     pub fn push_bytes(&mut self, bytes: &[u8]) -> Span {
         let start = self.buf.len() as u32;
         self.buf.extend_from_slice(bytes);
-        Span {
-            start,
-            end: self.buf.len() as u32,
-        }
+        Span { start, end: self.buf.len() as u32 }
     }
 
     /// Runs `write` on the value buffer and returns the span of what it appended.
     pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Span {
         let start = self.buf.len() as u32;
         write(&mut self.buf);
-        Span {
-            start,
-            end: self.buf.len() as u32,
-        }
+        Span { start, end: self.buf.len() as u32 }
     }
 
     pub fn bytes(&self, span: Span) -> &[u8] {
@@ -250,10 +216,7 @@ impl Work {
     }
 
     fn find(&self, key: &[u8]) -> Option<&Extracted> {
-        self.extracted
-            .iter()
-            .rev()
-            .find(|e| self.name_str(&e.key) == key)
+        self.extracted.iter().rev().find(|e| self.name_str(&e.key) == key)
     }
 
     /// The newest value extracted under `key`.
@@ -310,13 +273,8 @@ impl Work {
     /// The labels as they stand now (the interned set with the pending changes applied), as
     /// (name, value) pairs; pairs whose value is not UTF-8 are left out.
     pub fn current_labels(&self) -> SmallVec<[(&str, &str); 16]> {
-        let mut pairs: SmallVec<[(&str, &str); 16]> = self
-            .entry
-            .labels
-            .pairs()
-            .iter()
-            .map(|(n, v)| (&**n, &**v))
-            .collect();
+        let mut pairs: SmallVec<[(&str, &str); 16]> =
+            self.entry.labels.pairs().iter().map(|(n, v)| (&**n, &**v)).collect();
         for op in &self.label_ops {
             match op {
                 LabelOp::Set(name, value) => {
@@ -344,10 +302,7 @@ impl Work {
 
     /// The current value of one label.
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.current_labels()
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
+        self.current_labels().iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 
     pub fn has_label_ops(&self) -> bool {
@@ -366,21 +321,15 @@ impl Work {
         };
         self.entry.labels = resolved.set;
         for (name, value) in resolved.moved {
-            self.entry
-                .metadata
-                .set(name, Bytes::copy_from_slice(value.as_bytes()));
+            self.entry.metadata.set(name, Bytes::copy_from_slice(value.as_bytes()));
         }
         self.label_ops.clear();
     }
 
     /// Takes the entry out, leaving an empty one behind.
     pub fn take_entry(&mut self) -> LogEntry {
-        let empty = LogEntry {
-            timestamp: 0,
-            line: Bytes::new(),
-            labels: self.entry.labels.clone(),
-            metadata: Metadata::new(),
-        };
+        let empty =
+            LogEntry { timestamp: 0, line: Bytes::new(), labels: self.entry.labels.clone(), metadata: Metadata::new() };
         std::mem::replace(&mut self.entry, empty)
     }
 }
@@ -405,10 +354,7 @@ mod tests {
 
     fn work(line: &str) -> Work {
         let labels = LabelSet::from_pairs([("job", "app"), ("stream", "stdout")]);
-        Work::new(
-            LogEntry::new(1, Bytes::copy_from_slice(line.as_bytes()), labels),
-            Arc::from("src"),
-        )
+        Work::new(LogEntry::new(1, Bytes::copy_from_slice(line.as_bytes()), labels), Arc::from("src"))
     }
 
     #[test]
@@ -419,17 +365,10 @@ mod tests {
         assert_eq!(w.extracted("level"), Some(&b"info"[..]));
         let bytes = w.extracted_bytes("level").unwrap();
         assert_eq!(bytes, "info");
-        assert_eq!(
-            bytes.as_ptr(),
-            w.entry.line[6..].as_ptr(),
-            "a slice of the line, not a copy"
-        );
+        assert_eq!(bytes.as_ptr(), w.entry.line[6..].as_ptr(), "a slice of the line, not a copy");
         w.extract_bytes(Name::Static(Arc::from("level")), b"warn");
         assert_eq!(w.extracted("level"), Some(&b"warn"[..]));
-        assert_eq!(
-            w.extracted_pairs(),
-            [("level".to_string(), "warn".to_string())]
-        );
+        assert_eq!(w.extracted_pairs(), [("level".to_string(), "warn".to_string())]);
         assert_eq!(w.source_value(None), Some(&b"level=info msg=hi"[..]));
     }
 
@@ -437,10 +376,7 @@ mod tests {
     fn label_ops_apply_in_order() {
         let mut w = work("x");
         let v = w.push_bytes(b"gateway");
-        w.push_label_op(LabelOp::Set(
-            Name::Static(Arc::from("service")),
-            Value::Buf(v),
-        ));
+        w.push_label_op(LabelOp::Set(Name::Static(Arc::from("service")), Value::Buf(v)));
         w.push_label_op(LabelOp::Remove(Arc::from("stream")));
         assert_eq!(w.label("service"), Some("gateway"));
         assert_eq!(w.label("stream"), None);

@@ -2,4 +2,6 @@
 //! acknowledgement tokens when it is done with them.
 
 pub mod console;
+pub mod http_client;
 pub mod loki;
+pub mod retry;

@@ -2,4 +2,5 @@
 //! [`crate::topology`] emitter and never sees pipelines or sinks.
 
 pub mod file;
+pub mod lines;
 pub mod stdin;

@@ -97,6 +97,7 @@ pub struct SinkMetrics {
     pub lines_sent: CounterFamily<SinkLabel>,
     pub bytes_sent: CounterFamily<SinkLabel>,
     pub dropped: CounterFamily<SinkReason>,
+    pub truncated: CounterFamily<SinkLabel>,
     pub batches: CounterFamily<SinkLabel>,
     pub requests: CounterFamily<SinkResult>,
     pub retries: CounterFamily<SinkLabel>,
@@ -112,6 +113,7 @@ impl Default for SinkMetrics {
             lines_sent: Family::default(),
             bytes_sent: Family::default(),
             dropped: Family::default(),
+            truncated: Family::default(),
             batches: Family::default(),
             requests: Family::default(),
             retries: Family::default(),
@@ -160,32 +162,12 @@ impl Metrics {
             config: ConfigMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
-        r.register(
-            "build_info",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        r.register("build_info", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
 
-        r.register(
-            "source_lines",
-            "Lines read by a source",
-            m.source.lines.clone(),
-        );
-        r.register(
-            "source_bytes",
-            "Bytes of line content read by a source",
-            m.source.bytes.clone(),
-        );
-        r.register(
-            "source_dropped",
-            "Lines a source could not pass on, by reason",
-            m.source.dropped.clone(),
-        );
-        r.register(
-            "source_streams",
-            "Streams (containers, files) a source follows",
-            m.source.streams.clone(),
-        );
+        r.register("source_lines", "Lines read by a source", m.source.lines.clone());
+        r.register("source_bytes", "Bytes of line content read by a source", m.source.bytes.clone());
+        r.register("source_dropped", "Lines a source could not pass on, by reason", m.source.dropped.clone());
+        r.register("source_streams", "Streams (containers, files) a source follows", m.source.streams.clone());
 
         r.register(
             "pipeline_errors",
@@ -198,56 +180,29 @@ impl Metrics {
             m.pipeline.dropped.clone(),
         );
 
-        r.register(
-            "sink_lines_sent",
-            "Lines a sink delivered",
-            m.sink.lines_sent.clone(),
-        );
-        r.register(
-            "sink_bytes_sent",
-            "Bytes of line content a sink delivered",
-            m.sink.bytes_sent.clone(),
-        );
-        r.register(
-            "sink_dropped",
-            "Lines a sink dropped, by reason",
-            m.sink.dropped.clone(),
-        );
-        r.register(
-            "sink_batches",
-            "Batches a sink built",
-            m.sink.batches.clone(),
-        );
+        r.register("sink_lines_sent", "Lines a sink delivered", m.sink.lines_sent.clone());
+        r.register("sink_bytes_sent", "Bytes of line content a sink delivered", m.sink.bytes_sent.clone());
+        r.register("sink_dropped", "Lines a sink dropped, by reason", m.sink.dropped.clone());
+        r.register("sink_lines_truncated", "Lines a sink shortened to its line size limit", m.sink.truncated.clone());
+        r.register("sink_batches", "Batches a sink built", m.sink.batches.clone());
         r.register(
             "sink_requests",
             "Requests a sink made, by result (success, retry, rejected)",
             m.sink.requests.clone(),
         );
-        r.register(
-            "sink_retries",
-            "Requests a sink repeated after a retryable failure",
-            m.sink.retries.clone(),
-        );
+        r.register("sink_retries", "Requests a sink repeated after a retryable failure", m.sink.retries.clone());
         r.register(
             "sink_request_duration_seconds",
             "Time from sending a request to its answer",
             m.sink.request_duration.clone(),
         );
-        r.register(
-            "sink_queue_bytes",
-            "Bytes of entries queued for or held by a sink",
-            m.sink.queue_bytes.clone(),
-        );
+        r.register("sink_queue_bytes", "Bytes of entries queued for or held by a sink", m.sink.queue_bytes.clone());
         r.register(
             "sink_queue_capacity_bytes",
             "Bound on the bytes queued for a sink",
             m.sink.queue_capacity_bytes.clone(),
         );
-        r.register(
-            "sink_active_streams",
-            "Streams in a sink's pending batches",
-            m.sink.active_streams.clone(),
-        );
+        r.register("sink_active_streams", "Streams in a sink's pending batches", m.sink.active_streams.clone());
 
         r.register(
             "label_cardinality_capped",
@@ -259,11 +214,7 @@ impl Metrics {
             "Entries whose label was moved to structured metadata by a Loki limit, by reason",
             m.labels.limited.clone(),
         );
-        r.register(
-            "label_sets_interned",
-            "Distinct label sets held by the interner",
-            m.labels.interned_sets.clone(),
-        );
+        r.register("label_sets_interned", "Distinct label sets held by the interner", m.labels.interned_sets.clone());
 
         r.register(
             "config_last_reload_successful",
@@ -275,11 +226,7 @@ impl Metrics {
             "Time of the last successful config load or reload",
             m.config.last_reload_success_timestamp_seconds.clone(),
         );
-        r.register(
-            "config_reloads",
-            "Config reloads attempted",
-            m.config.reloads.clone(),
-        );
+        r.register("config_reloads", "Config reloads attempted", m.config.reloads.clone());
         r.register(
             "config_reload_failures",
             "Config reloads refused because a file was invalid",
@@ -295,6 +242,7 @@ pub struct SinkHandles {
     pub name: String,
     pub lines_sent: Counter,
     pub bytes_sent: Counter,
+    pub truncated: Counter,
     pub batches: Counter,
     pub requests_success: Counter,
     pub requests_retry: Counter,
@@ -309,19 +257,14 @@ pub struct SinkHandles {
 
 impl SinkHandles {
     pub fn new(m: &SinkMetrics, sink: &str) -> Self {
-        let label = SinkLabel {
-            sink: sink.to_string(),
-        };
-        let result = |r: &str| {
-            m.requests.get_or_create_owned(&SinkResult {
-                sink: sink.to_string(),
-                result: r.to_string(),
-            })
-        };
+        let label = SinkLabel { sink: sink.to_string() };
+        let result =
+            |r: &str| m.requests.get_or_create_owned(&SinkResult { sink: sink.to_string(), result: r.to_string() });
         SinkHandles {
             name: sink.to_string(),
             lines_sent: m.lines_sent.get_or_create_owned(&label),
             bytes_sent: m.bytes_sent.get_or_create_owned(&label),
+            truncated: m.truncated.get_or_create_owned(&label),
             batches: m.batches.get_or_create_owned(&label),
             requests_success: result("success"),
             requests_retry: result("retry"),
@@ -337,10 +280,7 @@ impl SinkHandles {
 
     /// The drop counter for `reason` (resolve once per reason, outside per-line loops).
     pub fn dropped(&self, reason: &str) -> Counter {
-        self.dropped.get_or_create_owned(&SinkReason {
-            sink: self.name.clone(),
-            reason: reason.to_string(),
-        })
+        self.dropped.get_or_create_owned(&SinkReason { sink: self.name.clone(), reason: reason.to_string() })
     }
 }
 
@@ -356,9 +296,7 @@ pub struct SourceHandles {
 
 impl SourceHandles {
     pub fn new(m: &SourceMetrics, source: &str) -> Self {
-        let label = SourceLabel {
-            source: source.to_string(),
-        };
+        let label = SourceLabel { source: source.to_string() };
         SourceHandles {
             name: source.to_string(),
             lines: m.lines.get_or_create_owned(&label),
@@ -369,9 +307,6 @@ impl SourceHandles {
     }
 
     pub fn dropped(&self, reason: &str) -> Counter {
-        self.dropped.get_or_create_owned(&SourceReason {
-            source: self.name.clone(),
-            reason: reason.to_string(),
-        })
+        self.dropped.get_or_create_owned(&SourceReason { source: self.name.clone(), reason: reason.to_string() })
     }
 }

@@ -77,19 +77,13 @@ impl LokiConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         match self.url.value.parse::<http::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
-            _ => errors.push(format!(
-                "url `{}` is not an http:// or https:// URL",
-                self.url.value
-            )),
+            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+            _ => errors.push(format!("url `{}` is not an http:// or https:// URL", self.url.value)),
         }
         if self.bearer_token.is_some() && self.bearer_token_file.is_some() {
             errors.push("set `bearer_token` or `bearer_token_file`, not both".into());
         }
-        if self.basic_auth.is_some()
-            && (self.bearer_token.is_some() || self.bearer_token_file.is_some())
-        {
+        if self.basic_auth.is_some() && (self.bearer_token.is_some() || self.bearer_token_file.is_some()) {
             errors.push("set `basic_auth` or a bearer token, not both".into());
         }
         if let Some(auth) = &self.basic_auth {

@@ -1,0 +1,214 @@
+//! The application: load and validate config, build the topology, serve HTTP, and handle
+//! signals and reloads until told to stop.
+
+use crate::config::{self, AgentConfig, ConfigError, ConfigErrors, Position};
+use crate::pipeline::{BuildContext, LoadedPipeline, PipelineSet, build_set};
+use crate::telemetry::Telemetry;
+use crate::telemetry::server::{ReloadRequest, ServerState, serve};
+use crate::topology::Topology;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything read from disk for one load: the agent file and the pipeline files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub agent: AgentConfig,
+    /// `data_dir`, resolved against the agent file's directory.
+    pub data_dir: PathBuf,
+    /// `pipelines_dir`, resolved likewise.
+    pub pipelines_dir: Option<PathBuf>,
+    pub pipelines: Vec<LoadedPipeline>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: std::io::Error },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Build(#[from] crate::topology::BuildError),
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// The pipeline files of a directory: `*.yaml` and `*.yml`, by name, hidden files left out (so
+/// that editors' temporary files and a ConfigMap's `..data` entries are never read).
+pub fn pipeline_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::new(dir, Position::START, format!("cannot read the pipelines directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and parses one pipeline file.
+pub fn load_pipeline(path: &Path) -> Result<LoadedPipeline, ConfigError> {
+    let text = config::read_file(path)?;
+    let file = config::parse_yaml(path, &text)?;
+    Ok(LoadedPipeline { path: path.to_path_buf(), file })
+}
+
+/// Reads, parses and validates the agent file and every pipeline file, reporting every error.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let text = config::read_file(path)?;
+    let agent: AgentConfig = config::parse_yaml(path, &text)?;
+    let mut errors = ConfigErrors::default();
+    if let Err(e) = agent.validate(path) {
+        errors.extend(e);
+    }
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let pipelines_dir = agent.pipelines_dir.as_ref().map(|d| resolve(&base, d));
+    let mut pipelines = Vec::new();
+    if let Some(dir) = &pipelines_dir {
+        match pipeline_files(dir) {
+            Ok(files) => {
+                for file in files {
+                    match load_pipeline(&file) {
+                        Ok(p) => pipelines.push(p),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let data_dir = resolve(&base, &agent.data_dir);
+    errors.into_result(LoadedConfig { path: path.to_path_buf(), agent, data_dir, pipelines_dir, pipelines })
+}
+
+/// Loads everything and builds the pipelines (compiling every regex, selector, template).
+pub fn load_and_build(
+    path: &Path,
+    telemetry: &Telemetry,
+    previous: Option<&PipelineSet>,
+) -> Result<(LoadedConfig, PipelineSet), ConfigErrors> {
+    let loaded = load(path)?;
+    let set = build_set(&loaded.pipelines, &BuildContext { metrics: &telemetry.metrics.pipeline, previous })?;
+    Ok((loaded, set))
+}
+
+/// `sluice check`: everything `run` would refuse, without starting anything.
+pub fn check(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let telemetry = Telemetry::new();
+    let (loaded, _) = load_and_build(path, &telemetry, None)?;
+    Ok(loaded)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// `sluice run`: runs until SIGTERM or SIGINT.
+pub async fn run(path: &Path) -> Result<(), AppError> {
+    let telemetry = Arc::new(Telemetry::new());
+    let (loaded, pipelines) = load_and_build(path, &telemetry, None).map_err(AppError::Config)?;
+    telemetry.metrics.config.last_reload_successful.set(1);
+    telemetry.metrics.config.last_reload_success_timestamp_seconds.set(unix_now());
+    std::fs::create_dir_all(&loaded.data_dir)
+        .map_err(|source| AppError::DataDir { path: loaded.data_dir.clone(), source })?;
+    let address = loaded.agent.server.http_listen_address.value.clone();
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|source| AppError::Listen { address: address.clone(), source })?;
+    let shutdown_timeout = loaded.agent.server.shutdown_timeout.0;
+    let topology = Topology::start(&loaded.agent, loaded.data_dir.clone(), pipelines, Arc::clone(&telemetry)).await?;
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let server_cancel = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        Arc::new(ServerState { telemetry: Arc::clone(&telemetry), reload: reload_tx }),
+        server_cancel.clone(),
+    ));
+    tracing::info!(
+        config = %path.display(),
+        http = %address,
+        sources = loaded.agent.sources.len(),
+        sinks = loaded.agent.sinks.len(),
+        pipelines = loaded.pipelines.len(),
+        "sluice started"
+    );
+    let mut reloader = Reloader { path: path.to_path_buf(), telemetry: Arc::clone(&telemetry), current: loaded };
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate());
+    let mut sighup = signal(tokio::signal::unix::SignalKind::hangup());
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                let _ = reloader.reload(&topology).await;
+            }
+            Some(request) = reload_rx.recv() => {
+                let result = reloader.reload(&topology).await;
+                let _ = request.send(result.map_err(|e| e.to_string()));
+            }
+        }
+    }
+    tracing::info!(deadline_ms = shutdown_timeout.as_millis() as u64, "shutting down: delivering what is pending");
+    topology.shutdown(shutdown_timeout).await;
+    server_cancel.cancel();
+    let _ = server.await;
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
+    match tokio::signal::unix::signal(kind) {
+        Ok(s) => s,
+        // Only fails when the runtime has no signal driver, which `main` always enables.
+        Err(e) => panic!("cannot install a signal handler: {e}"),
+    }
+}
+
+/// Applies config changes to the running topology.
+struct Reloader {
+    path: PathBuf,
+    telemetry: Arc<Telemetry>,
+    current: LoadedConfig,
+}
+
+impl Reloader {
+    async fn reload(&mut self, topology: &Topology) -> Result<(), ConfigErrors> {
+        let metrics = &self.telemetry.metrics.config;
+        metrics.reloads.inc();
+        let shared = topology.shared();
+        let previous = shared.pipelines.load_full();
+        let result = load_and_build(&self.path, &self.telemetry, Some(&previous));
+        let (loaded, set) = match result {
+            Ok(ok) => ok,
+            Err(errors) => {
+                metrics.reload_failures.inc();
+                metrics.last_reload_successful.set(0);
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "reload refused: the running config stays in force");
+                }
+                return Err(errors);
+            }
+        };
+        if loaded.agent != self.current.agent {
+            tracing::warn!(
+                "the agent file changed: sources and sinks are rebuilt on restart in this version; pipelines are reloaded now"
+            );
+        }
+        topology.replace_pipelines(set).await;
+        self.current = loaded;
+        metrics.last_reload_successful.set(1);
+        metrics.last_reload_success_timestamp_seconds.set(unix_now());
+        tracing::info!(pipelines = self.current.pipelines.len(), "config reloaded");
+        Ok(())
+    }
+}

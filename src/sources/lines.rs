@@ -1,0 +1,107 @@
+//! Splitting a byte stream into lines without copying them: bytes are read into a large buffer
+//! and each line is handed out as a [`Bytes`] slice of it.
+//!
+//! A line longer than `max_line` is cut there and handed out in parts (each counted by the
+//! caller), so that a stream without newlines cannot make the buffer grow without bound.
+
+use bytes::{Bytes, BytesMut};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct LineSplitter {
+    buf: BytesMut,
+    /// Bytes of `buf` already searched for a newline.
+    scanned: usize,
+    max_line: usize,
+}
+
+/// One line from the splitter.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    pub bytes: Bytes,
+    /// The line was cut at `max_line`; its rest follows as the next line.
+    pub cut: bool,
+}
+
+impl LineSplitter {
+    pub fn new(max_line: usize) -> Self {
+        LineSplitter { buf: BytesMut::with_capacity(READ_CHUNK), scanned: 0, max_line: max_line.max(1) }
+    }
+
+    /// Room to read into: the caller reads into `spare()` and then calls `filled(n)`.
+    pub fn reserve(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        &mut self.buf
+    }
+
+    /// The next complete line (without `\n` or `\r\n`), if one is buffered.
+    pub fn next_line(&mut self) -> Option<Line> {
+        if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+            let end = self.scanned + pos;
+            if end <= self.max_line {
+                let mut line = self.buf.split_to(end + 1);
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                self.scanned = 0;
+                return Some(Line { bytes: line.freeze(), cut: false });
+            }
+        }
+        self.scanned = self.buf.len();
+        if self.buf.len() >= self.max_line {
+            self.scanned = 0;
+            return Some(Line { bytes: self.buf.split_to(self.max_line).freeze(), cut: true });
+        }
+        None
+    }
+
+    /// The bytes left after the last newline (at end of input).
+    pub fn take_rest(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+
+    /// Bytes buffered and not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn feed(s: &mut LineSplitter, data: &[u8]) {
+        s.reserve().put_slice(data);
+    }
+
+    fn lines(s: &mut LineSplitter) -> Vec<String> {
+        std::iter::from_fn(|| s.next_line()).map(|l| String::from_utf8(l.bytes.to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn splits_across_reads() {
+        let mut s = LineSplitter::new(1024);
+        feed(&mut s, b"one\ntw");
+        assert_eq!(lines(&mut s), ["one"]);
+        feed(&mut s, b"o\r\n\nthree");
+        assert_eq!(lines(&mut s), ["two", ""]);
+        assert_eq!(s.take_rest().unwrap(), "three");
+        assert!(s.take_rest().is_none());
+    }
+
+    #[test]
+    fn cuts_endless_lines() {
+        let mut s = LineSplitter::new(4);
+        feed(&mut s, b"abcdefghij\nk\n");
+        let got: Vec<_> = std::iter::from_fn(|| s.next_line()).collect();
+        assert_eq!(
+            got.iter().map(|l| (&l.bytes[..], l.cut)).collect::<Vec<_>>(),
+            [(&b"abcd"[..], true), (b"efgh", true), (b"ij", false), (b"k", false)]
+        );
+    }
+}

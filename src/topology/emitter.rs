@@ -1,0 +1,100 @@
+//! The one interface between a source and the rest of the agent.
+//!
+//! A source builds batches and calls [`Emitter::send`]; the emitter runs the pipelines in force
+//! (loaded once per batch, so every entry of a batch sees one version) on the source's own task,
+//! then queues the result for every sink that reads this source, waiting when a queue is full.
+//! When `send` returns, the batch is queued, not delivered: delivery is reported through the
+//! batch's acknowledgement token.
+
+use super::queue::SendError;
+use super::{RouteTable, Shared};
+use crate::event::{AckSet, LabelSet, LogBatch, LogEntry};
+use crate::pipeline::{RunOutput, Runner};
+use crate::telemetry::metrics::SourceHandles;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+
+pub struct Emitter {
+    source: Arc<str>,
+    shared: Arc<Shared>,
+    runner: Runner,
+    handles: SourceHandles,
+    no_sink: Counter,
+    base_labels: LabelSet,
+}
+
+impl Emitter {
+    pub(crate) fn new(source: &str, shared: Arc<Shared>, base_labels: LabelSet) -> Emitter {
+        let handles = SourceHandles::new(&shared.telemetry.metrics.source, source);
+        let no_sink = handles.dropped("no_sink");
+        let runner = Runner::new(crate::event::LabelCache::new(Arc::clone(&shared.interner)));
+        Emitter { source: Arc::from(source), shared, runner, handles, no_sink, base_labels }
+    }
+
+    /// The source's name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The labels the source's config puts on every entry.
+    pub fn base_labels(&self) -> &LabelSet {
+        &self.base_labels
+    }
+
+    /// The source's self-metric handles.
+    pub fn handles(&self) -> &SourceHandles {
+        &self.handles
+    }
+
+    /// The telemetry (readiness, metrics) of the agent.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs the pipelines on `batch` and queues the result for the sinks.
+    pub async fn send(&mut self, mut batch: LogBatch) -> Result<(), SendError> {
+        if batch.entries.is_empty() {
+            batch.acks.settle();
+            return Ok(());
+        }
+        self.handles.lines.inc_by(batch.entries.len() as u64);
+        self.handles.bytes.inc_by(batch.entries.iter().map(|e| e.line.len() as u64).sum());
+        let set = self.shared.pipelines.load_full();
+        let RunOutput { entries, acks: mut released, throttle, .. } =
+            self.runner.run_batch(&set, &self.source, &mut batch, false);
+        drop(set);
+        let mut acks = batch.acks;
+        acks.append(&mut released);
+        let routes = self.shared.routes.load_full();
+        deliver(&routes, &self.source, entries, acks, &self.no_sink).await?;
+        if !throttle.is_zero() {
+            tokio::time::sleep(throttle).await;
+        }
+        Ok(())
+    }
+}
+
+/// Queues `entries` for every sink that reads `source`.
+pub(crate) async fn deliver(
+    routes: &RouteTable,
+    source: &str,
+    entries: Vec<LogEntry>,
+    acks: AckSet,
+    no_sink: &Counter,
+) -> Result<(), SendError> {
+    if entries.is_empty() {
+        // Everything was dropped (and counted) or held by a stage with its own tokens.
+        acks.settle();
+        return Ok(());
+    }
+    let queues = routes.get(source).map(Vec::as_slice).unwrap_or(&[]);
+    let Some((last, others)) = queues.split_last() else {
+        no_sink.inc_by(entries.len() as u64);
+        acks.settle();
+        return Ok(());
+    };
+    for queue in others {
+        queue.send(LogBatch::new(entries.clone(), acks.clone())).await?;
+    }
+    last.send(LogBatch::new(entries, acks)).await
+}
