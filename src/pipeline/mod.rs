@@ -33,6 +33,9 @@ mod timestamp;
 mod transform;
 pub mod work;
 
+#[cfg(test)]
+mod tests;
+
 use crate::event::{AckSet, LabelCache, LogBatch, LogEntry};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
