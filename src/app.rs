@@ -63,8 +63,14 @@ pub fn load_pipeline(path: &Path) -> Result<LoadedPipeline, ConfigError> {
     Ok(LoadedPipeline { path: path.to_path_buf(), file })
 }
 
-/// Reads, parses and validates the agent file and every pipeline file, reporting every error.
-pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+/// Reads, parses and validates the agent file and every pipeline file, and builds the pipelines
+/// (compiling every regex, selector and template), reporting every error it finds: a problem in
+/// the agent file does not hide those of the pipeline files.
+pub fn load_and_build(
+    path: &Path,
+    telemetry: &Telemetry,
+    previous: Option<&PipelineSet>,
+) -> Result<(LoadedConfig, PipelineSet), ConfigErrors> {
     let text = config::read_file(path)?;
     let agent: AgentConfig = config::parse_yaml(path, &text)?;
     let mut errors = ConfigErrors::default();
@@ -87,19 +93,17 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
             Err(e) => errors.push(e),
         }
     }
+    let set = match build_set(&pipelines, &BuildContext { metrics: &telemetry.metrics.pipeline, previous }) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
     let data_dir = resolve(&base, &agent.data_dir);
-    errors.into_result(LoadedConfig { path: path.to_path_buf(), agent, data_dir, pipelines_dir, pipelines })
-}
-
-/// Loads everything and builds the pipelines (compiling every regex, selector, template).
-pub fn load_and_build(
-    path: &Path,
-    telemetry: &Telemetry,
-    previous: Option<&PipelineSet>,
-) -> Result<(LoadedConfig, PipelineSet), ConfigErrors> {
-    let loaded = load(path)?;
-    let set = build_set(&loaded.pipelines, &BuildContext { metrics: &telemetry.metrics.pipeline, previous })?;
-    Ok((loaded, set))
+    let loaded = LoadedConfig { path: path.to_path_buf(), agent, data_dir, pipelines_dir, pipelines };
+    errors.into_result(())?;
+    Ok((loaded, set.unwrap_or_else(PipelineSet::empty)))
 }
 
 /// `sluice check`: everything `run` would refuse, without starting anything.

@@ -119,12 +119,12 @@ impl SourceConfig {
 /// A sink, selected by its `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkConfig {
-    Loki(LokiConfig),
+    Loki(Box<LokiConfig>),
     Console(ConsoleConfig),
 }
 
 crate::type_tagged!(SinkConfig, "sink", {
-    "loki" => Loki(LokiConfig),
+    "loki" => Loki(Box<LokiConfig>),
     "console" => Console(ConsoleConfig),
 });
 

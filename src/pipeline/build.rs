@@ -454,7 +454,7 @@ impl Builder<'_> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
 fn named_groups(re: &regex::bytes::Regex) -> Vec<(usize, Arc<str>)> {

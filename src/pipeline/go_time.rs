@@ -68,39 +68,39 @@ pub struct Parsed {
     pub offset: Option<i64>,
 }
 
-const CHUNKS: &[(&str, fn() -> Chunk)] = &[
-    ("January", || Chunk::LongMonth),
-    ("Jan", || Chunk::Month),
-    ("Monday", || Chunk::LongWeekDay),
-    ("Mon", || Chunk::WeekDay),
-    ("MST", || Chunk::ZoneAbbrev),
-    ("2006", || Chunk::LongYear),
-    ("-07:00:00", || Chunk::Offset { z: false, colon: true, minutes: true, seconds: true }),
-    ("-070000", || Chunk::Offset { z: false, colon: false, minutes: true, seconds: true }),
-    ("-07:00", || Chunk::Offset { z: false, colon: true, minutes: true, seconds: false }),
-    ("-0700", || Chunk::Offset { z: false, colon: false, minutes: true, seconds: false }),
-    ("-07", || Chunk::Offset { z: false, colon: false, minutes: false, seconds: false }),
-    ("Z07:00:00", || Chunk::Offset { z: true, colon: true, minutes: true, seconds: true }),
-    ("Z070000", || Chunk::Offset { z: true, colon: false, minutes: true, seconds: true }),
-    ("Z07:00", || Chunk::Offset { z: true, colon: true, minutes: true, seconds: false }),
-    ("Z0700", || Chunk::Offset { z: true, colon: false, minutes: true, seconds: false }),
-    ("Z07", || Chunk::Offset { z: true, colon: false, minutes: false, seconds: false }),
-    ("002", || Chunk::YearDay),
-    ("01", || Chunk::ZeroMonth),
-    ("02", || Chunk::ZeroDay),
-    ("03", || Chunk::ZeroHour12),
-    ("04", || Chunk::ZeroMinute),
-    ("05", || Chunk::ZeroSecond),
-    ("06", || Chunk::Year),
-    ("15", || Chunk::Hour),
-    ("_2", || Chunk::UnderDay),
-    ("PM", || Chunk::Pm { upper: true }),
-    ("pm", || Chunk::Pm { upper: false }),
-    ("1", || Chunk::NumMonth),
-    ("2", || Chunk::Day),
-    ("3", || Chunk::Hour12),
-    ("4", || Chunk::Minute),
-    ("5", || Chunk::Second),
+static CHUNKS: &[(&str, Chunk)] = &[
+    ("January", Chunk::LongMonth),
+    ("Jan", Chunk::Month),
+    ("Monday", Chunk::LongWeekDay),
+    ("Mon", Chunk::WeekDay),
+    ("MST", Chunk::ZoneAbbrev),
+    ("2006", Chunk::LongYear),
+    ("-07:00:00", Chunk::Offset { z: false, colon: true, minutes: true, seconds: true }),
+    ("-070000", Chunk::Offset { z: false, colon: false, minutes: true, seconds: true }),
+    ("-07:00", Chunk::Offset { z: false, colon: true, minutes: true, seconds: false }),
+    ("-0700", Chunk::Offset { z: false, colon: false, minutes: true, seconds: false }),
+    ("-07", Chunk::Offset { z: false, colon: false, minutes: false, seconds: false }),
+    ("Z07:00:00", Chunk::Offset { z: true, colon: true, minutes: true, seconds: true }),
+    ("Z070000", Chunk::Offset { z: true, colon: false, minutes: true, seconds: true }),
+    ("Z07:00", Chunk::Offset { z: true, colon: true, minutes: true, seconds: false }),
+    ("Z0700", Chunk::Offset { z: true, colon: false, minutes: true, seconds: false }),
+    ("Z07", Chunk::Offset { z: true, colon: false, minutes: false, seconds: false }),
+    ("002", Chunk::YearDay),
+    ("01", Chunk::ZeroMonth),
+    ("02", Chunk::ZeroDay),
+    ("03", Chunk::ZeroHour12),
+    ("04", Chunk::ZeroMinute),
+    ("05", Chunk::ZeroSecond),
+    ("06", Chunk::Year),
+    ("15", Chunk::Hour),
+    ("_2", Chunk::UnderDay),
+    ("PM", Chunk::Pm { upper: true }),
+    ("pm", Chunk::Pm { upper: false }),
+    ("1", Chunk::NumMonth),
+    ("2", Chunk::Day),
+    ("3", Chunk::Hour12),
+    ("4", Chunk::Minute),
+    ("5", Chunk::Second),
 ];
 
 /// Go's named layouts, by the constant names Promtail users write.
@@ -148,7 +148,7 @@ impl GoLayout {
                     }
                 }
             }
-            for (token, make) in CHUNKS {
+            for (token, chunk) in CHUNKS {
                 if rest.starts_with(token) {
                     // As in Go, `Jan` and `Mon` followed by a lowercase letter are plain text ("Monthly").
                     if matches!(*token, "Jan" | "Mon")
@@ -159,7 +159,7 @@ impl GoLayout {
                     if !lit.is_empty() {
                         chunks.push(Chunk::Lit(std::mem::take(&mut lit)));
                     }
-                    chunks.push(make());
+                    chunks.push(chunk.clone());
                     rest = &rest[token.len()..];
                     continue 'outer;
                 }

@@ -162,7 +162,7 @@ impl Metrics {
             config: ConfigMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
-        r.register("build_info", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
+        r.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
 
         r.register("source_lines", "Lines read by a source", m.source.lines.clone());
         r.register("source_bytes", "Bytes of line content read by a source", m.source.bytes.clone());

@@ -87,7 +87,10 @@ fn now_nanos() -> i64 {
 /// Parses a Loki label string strictly.
 pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     let s = s.trim();
-    let inner = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).ok_or_else(|| format!("parse error: `{s}` is not {{...}}"))?;
+    let inner = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(|| format!("parse error: `{s}` is not {{...}}"))?;
     let mut out = BTreeMap::new();
     let mut rest = inner.trim_start();
     while !rest.is_empty() {
@@ -140,9 +143,21 @@ impl TestLoki {
     }
 
     pub async fn start_with(limits: Limits) -> TestLoki {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test loki");
+        Self::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test loki"), limits)
+    }
+
+    /// A test Loki on a given port (to come up where an agent already pushes).
+    pub async fn start_on(port: u16) -> TestLoki {
+        Self::serve(
+            tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind test loki"),
+            Limits::default(),
+        )
+    }
+
+    fn serve(listener: tokio::net::TcpListener, limits: Limits) -> TestLoki {
         let addr = listener.local_addr().expect("address");
-        let loki = TestLoki { addr, state: Arc::default(), limits: Arc::new(Mutex::new(limits)), pushes: Arc::default() };
+        let loki =
+            TestLoki { addr, state: Arc::default(), limits: Arc::new(Mutex::new(limits)), pushes: Arc::default() };
         let server = loki.clone();
         tokio::spawn(async move {
             loop {
@@ -153,7 +168,9 @@ impl TestLoki {
                         let server = server.clone();
                         async move { Ok::<_, std::convert::Infallible>(server.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -199,7 +216,11 @@ impl TestLoki {
             if count >= n {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "test loki: {count} of {n} entries after {timeout:?}; rejections: {:?}", self.rejections());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "test loki: {count} of {n} entries after {timeout:?}; rejections: {:?}",
+                self.rejections()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -220,7 +241,8 @@ impl TestLoki {
         }
         self.pushes.fetch_add(1, Ordering::SeqCst);
         let tenant = req.headers().get("X-Scope-OrgID").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let content_type =
+            req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => return reply(400, format!("reading body: {e}")),
@@ -233,7 +255,10 @@ impl TestLoki {
             Answer::Status(code, retry_after) => {
                 let mut r = reply(code, format!("scripted {code}"));
                 if let Some(s) = retry_after {
-                    r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_str(&s.to_string()).expect("header"));
+                    r.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_str(&s.to_string()).expect("header"),
+                    );
                 }
                 return r;
             }
@@ -259,7 +284,12 @@ impl TestLoki {
         reply(400, why)
     }
 
-    fn store(&self, push: logproto::PushRequest, tenant: Option<String>, reply: impl Fn(u16, String) -> Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    fn store(
+        &self,
+        push: logproto::PushRequest,
+        tenant: Option<String>,
+        reply: impl Fn(u16, String) -> Response<Full<Bytes>>,
+    ) -> Response<Full<Bytes>> {
         let limits = self.limits.lock().clone();
         let now = now_nanos();
         let mut errors = Vec::new();
@@ -289,7 +319,7 @@ impl TestLoki {
                 continue;
             }
             for e in stream.entries {
-                let ts = e.timestamp.map(|t| t.seconds as i64 * 1_000_000_000 + i64::from(t.nanos)).unwrap_or(0);
+                let ts = e.timestamp.map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos)).unwrap_or(0);
                 if e.line.len() > limits.max_line_size {
                     errors.push(format!("line_too_long: {} bytes", e.line.len()));
                     continue;
@@ -316,7 +346,11 @@ impl TestLoki {
                     continue;
                 }
                 *newest = (*newest).max(ts);
-                let metadata = e.structured_metadata.iter().map(|p| (p.name.clone(), String::from_utf8_lossy(&p.value).into_owned())).collect();
+                let metadata = e
+                    .structured_metadata
+                    .iter()
+                    .map(|p| (p.name.clone(), String::from_utf8_lossy(&p.value).into_owned()))
+                    .collect();
                 state.stored.push(Stored {
                     labels: labels.clone(),
                     timestamp: ts,

@@ -1,0 +1,8 @@
+//! The shared test harness: a strict test Loki, the sluice binary run as users run it, and
+//! generators of realistic log lines.
+
+#![allow(dead_code)]
+
+pub mod agent;
+pub mod lines;
+pub mod loki;
