@@ -80,7 +80,7 @@ impl CustomMetric {
         f(s, &self.kind);
     }
 
-    /// Current value of the series with these labels (for tests and `sluice test`).
+    /// Current value of the series with these labels, sorted by name (for tests and `sluice test`).
     pub fn value(&self, labels: &[(&str, &str)]) -> Option<f64> {
         let hash = hash_pairs(labels.iter().copied());
         let series = self.series.lock();
@@ -148,7 +148,11 @@ pub(crate) struct MetricsStage {
 
 impl MetricsStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
-        let labels = w.current_labels();
+        let mut labels = w.current_labels();
+        // Labels set by stages come after the entry's own: sort them, so that a label set has
+        // one series whatever order its labels were set in. Empty values mean no label.
+        labels.retain(|(_, v)| !v.is_empty());
+        labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for rule in &self.rules {
             let amount = if rule.match_all {
                 if rule.count_entry_bytes { w.entry.line.len() as f64 } else { 1.0 }
@@ -163,7 +167,7 @@ impl MetricsStage {
                 }
                 match rule.action {
                     Action::Inc | Action::Dec => 1.0,
-                    _ => match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<f64>().ok()) {
+                    _ => match std::str::from_utf8(value).ok().and_then(metric_value) {
                         Some(v) => v,
                         None => {
                             self.info.error(|| format!("`{}` is not a number", String::from_utf8_lossy(value)));
@@ -187,6 +191,16 @@ impl MetricsStage {
             });
         }
         Flow::Continue
+    }
+}
+
+/// An extracted value as Promtail reads it for a metric: a number, a Go duration (as seconds)
+/// or a boolean (1 or 0).
+fn metric_value(text: &str) -> Option<f64> {
+    match text.trim() {
+        "true" => Some(1.0),
+        "false" => Some(0.0),
+        t => t.parse::<f64>().ok().or_else(|| crate::config::duration::parse_duration(t).ok().map(|d| d.as_secs_f64())),
     }
 }
 

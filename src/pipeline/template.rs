@@ -257,6 +257,10 @@ fn tokenize(action: &str, base: usize) -> Result<Vec<(Tok, usize)>, TemplateErro
             _ => return Err(err(start, format!("unexpected character `{}`", c as char))),
         }
     }
+    // Offsets in the whole template, not in this action.
+    for (_, offset) in &mut toks {
+        *offset += base;
+    }
     Ok(toks)
 }
 

@@ -108,11 +108,13 @@ impl TimestampStage {
     }
 
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
+        let key = (self as *const Self as usize, w.entry.labels.hash_value());
         let Some(value) = w.extracted(&self.source) else {
+            // As in Promtail, a missing source is a failure too (not an error: nothing to parse).
+            self.on_failure(w, key);
             return Flow::Continue;
         };
         let parsed = std::str::from_utf8(value).ok().and_then(|t| self.parse(t));
-        let key = (self as *const Self as usize, w.entry.labels.hash_value());
         match parsed {
             Some(ts) => {
                 w.entry.timestamp = ts;
@@ -125,15 +127,20 @@ impl TimestampStage {
             }
             None => {
                 info.error(|| format!("timestamp `{}` matches no format", String::from_utf8_lossy(value)));
-                if self.fudge {
-                    if let Some(last) = w.fudge.get_mut(&key) {
-                        *last += 1;
-                        w.entry.timestamp = *last;
-                    }
-                }
+                self.on_failure(w, key);
             }
         }
         Flow::Continue
+    }
+
+    /// `fudge`: the last good time of the stream plus one nanosecond, if there is one.
+    fn on_failure(&self, w: &mut Work, key: (usize, u64)) {
+        if self.fudge {
+            if let Some(last) = w.fudge.get_mut(&key) {
+                *last += 1;
+                w.entry.timestamp = *last;
+            }
+        }
     }
 }
 

@@ -62,7 +62,8 @@ impl TemplateStage {
 
 /// `replace`: every match of `regex` in the source (the line by default) is rewritten with the
 /// template; with capture groups, each group's text is replaced and the rest of the match kept.
-/// Named groups are extracted too.
+/// Named groups of the first match are extracted too, with the value the template gave them (as
+/// in Promtail).
 pub(crate) struct ReplaceStage {
     pub source: Option<String>,
     pub regex: Regex,
@@ -81,30 +82,36 @@ impl ReplaceStage {
         let mut matched = false;
         let mut named: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
         for caps in self.regex.captures_iter(&text) {
+            let first = !matched;
             matched = true;
-            for (index, name) in &self.names {
-                if let Some(m) = caps.get(*index) {
-                    named.push((Arc::clone(name), m.as_bytes().to_vec()));
-                }
-            }
-            let groups: Vec<regex::bytes::Match<'_>> = if caps.len() > 1 {
-                caps.iter().skip(1).flatten().collect()
+            let groups: Vec<(usize, regex::bytes::Match<'_>)> = if caps.len() > 1 {
+                caps.iter().enumerate().skip(1).filter_map(|(i, m)| Some((i, m?))).collect()
             } else {
-                caps.get(0).into_iter().collect()
+                caps.get(0).into_iter().map(|m| (0, m)).collect()
             };
-            for m in groups {
-                if m.start() < last {
+            for (index, m) in groups {
+                let name = first.then(|| self.names.iter().find(|(i, _)| *i == index)).flatten();
+                // A group inside a group already replaced is not replaced again (but still named).
+                let inside = m.start() < last;
+                if inside && name.is_none() {
                     continue;
                 }
-                out.extend_from_slice(&text[last..m.start()]);
                 let fields = WorkFields { w, value: Some(m.as_bytes()) };
-                match self.template.render(&fields) {
-                    Ok(r) => out.extend_from_slice(r.as_bytes()),
+                let rendered = match self.template.render(&fields) {
+                    Ok(r) => r,
                     Err(e) => {
                         info.error(|| e);
                         return Flow::Continue;
                     }
+                };
+                if let Some((_, name)) = name {
+                    named.push((Arc::clone(name), rendered.as_bytes().to_vec()));
                 }
+                if inside {
+                    continue;
+                }
+                out.extend_from_slice(&text[last..m.start()]);
+                out.extend_from_slice(rendered.as_bytes());
                 last = m.end();
             }
         }
