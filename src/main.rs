@@ -231,9 +231,6 @@ fn test(
         let (n, v) = l.split_once('=').with_context(|| format!("--label {l}: expected NAME=VALUE"))?;
         pairs.push((n.to_string(), v.to_string()));
     }
-    if pairs.is_empty() {
-        pairs.push(("job".into(), source.to_string()));
-    }
     let labels = LabelSet::from_pairs(pairs);
     let reader: Box<dyn BufRead> = if input == Path::new("-") {
         Box::new(std::io::stdin().lock())

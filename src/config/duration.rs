@@ -113,14 +113,15 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         return Err(format!("invalid size `{text}`: expected a number"));
     }
     let number: u64 = s[..num_len].parse().map_err(|_| format!("invalid size `{text}`"))?;
-    let multiplier: u64 = match s[num_len..].trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1000,
-        "MB" => 1000 * 1000,
-        "GB" => 1000 * 1000 * 1000,
-        "KiB" | "Ki" => 1024,
-        "MiB" | "Mi" => 1024 * 1024,
-        "GiB" | "Gi" => 1024 * 1024 * 1024,
+    // Units are read without regard to case, as Promtail's `flagext.ByteSize` does (`8kb`).
+    let multiplier: u64 = match s[num_len..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "mb" | "m" => 1000 * 1000,
+        "gb" | "g" => 1000 * 1000 * 1000,
+        "kib" | "ki" => 1024,
+        "mib" | "mi" => 1024 * 1024,
+        "gib" | "gi" => 1024 * 1024 * 1024,
         unit => {
             return Err(format!("invalid size `{text}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB, GiB)"));
         }
@@ -174,6 +175,7 @@ mod tests {
         assert_eq!(parse_byte_size("256KiB").unwrap(), 256 << 10);
         assert_eq!(parse_byte_size("1MB").unwrap(), 1_000_000);
         assert_eq!(parse_byte_size("42").unwrap(), 42);
+        assert_eq!(parse_byte_size("8kb").unwrap(), 8000);
         for bad in ["", "MiB", "1XB", "-1"] {
             assert!(parse_byte_size(bad).is_err(), "{bad}");
         }

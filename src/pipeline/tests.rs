@@ -622,11 +622,9 @@ fn labeldrop_removes_labels() {
 }
 
 #[test]
-fn labels_are_not_in_the_extracted_map() {
-    // Differs from Promtail: Promtail starts the extracted map with the entry's labels, so its
-    // labeldrop example `replace` with `{{ .kubernetes_pod_name }}` moves the label into the line.
-    // In sluice each pipeline starts with an empty extracted map (see `pipeline` module docs),
-    // so a template reads `<no value>` for a label.
+fn labels_are_part_of_the_extracted_map() {
+    // As in Promtail: the entry's labels read as extracted values, so its labeldrop example moves
+    // the pod name into the line before dropping the label.
     let mut p = dry_run(
         r#"
 stages:
@@ -637,7 +635,7 @@ stages:
 "#,
     );
     let out = p.labelled(&[("job", "app"), ("kubernetes_pod_name", "loki-0")], "log message");
-    assert_eq!(out.kept().line(), "pod_name:<no value> log message");
+    assert_eq!(out.kept().line(), "pod_name:loki-0 log message");
     assert_eq!(out.labels(), r#"{job="app"}"#);
 }
 

@@ -219,20 +219,30 @@ impl Work {
         self.extracted.iter().rev().find(|e| self.name_str(&e.key) == key)
     }
 
-    /// The newest value extracted under `key`.
+    /// The newest value extracted under `key`. As in Promtail, the entry's labels are part of
+    /// the extracted map: a key nothing extracted reads the label of that name.
     pub fn extracted(&self, key: &str) -> Option<&[u8]> {
-        self.find(key.as_bytes()).map(|e| self.bytes(e.value))
+        match self.find(key.as_bytes()) {
+            Some(e) => Some(self.bytes(e.value)),
+            None => self.label(key).map(str::as_bytes),
+        }
     }
 
-    /// The span of the newest value extracted under `key`.
-    pub fn extracted_span(&self, key: &str) -> Option<Span> {
-        self.find(key.as_bytes()).map(|e| e.value)
+    /// The span of the newest value under `key` (a label's value is copied into the buffer).
+    pub fn extracted_span(&mut self, key: &str) -> Option<Span> {
+        if let Some(e) = self.find(key.as_bytes()) {
+            return Some(e.value);
+        }
+        let value = self.label(key)?.to_string();
+        Some(self.push_bytes(value.as_bytes()))
     }
 
     /// The newest value under `key` as [`Bytes`]: a slice of the line when the value was taken
     /// from it verbatim, a copy otherwise.
     pub fn extracted_bytes(&self, key: &str) -> Option<Bytes> {
-        let e = self.find(key.as_bytes())?;
+        let Some(e) = self.find(key.as_bytes()) else {
+            return self.label(key).map(|v| Bytes::copy_from_slice(v.as_bytes()));
+        };
         let len = (e.value.end - e.value.start) as usize;
         Some(match e.origin {
             Some(at) if (at as usize) + len <= self.entry.line.len() => {
@@ -240,20 +250,6 @@ impl Work {
             }
             _ => Bytes::copy_from_slice(self.bytes(e.value)),
         })
-    }
-
-    /// Every extracted key and its newest value, in first-extraction order.
-    pub fn extracted_pairs(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for e in &self.extracted {
-            let key = String::from_utf8_lossy(self.name_str(&e.key)).into_owned();
-            let value = String::from_utf8_lossy(self.bytes(e.value)).into_owned();
-            match out.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => out.push((key, value)),
-            }
-        }
-        out
     }
 
     /// The value a stage reads: the extracted `source`, or the line when no source is set.
@@ -368,7 +364,8 @@ mod tests {
         assert_eq!(bytes.as_ptr(), w.entry.line[6..].as_ptr(), "a slice of the line, not a copy");
         w.extract_bytes(Name::Static(Arc::from("level")), b"warn");
         assert_eq!(w.extracted("level"), Some(&b"warn"[..]));
-        assert_eq!(w.extracted_pairs(), [("level".to_string(), "warn".to_string())]);
+        assert_eq!(w.extracted("job"), Some(&b"app"[..]), "labels read as extracted values");
+        assert_eq!(w.extracted("nope"), None);
         assert_eq!(w.source_value(None), Some(&b"level=info msg=hi"[..]));
     }
 

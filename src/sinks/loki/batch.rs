@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) struct StreamBuf {
+pub struct StreamBuf {
     pub labels: LabelSet,
     pub entries: Vec<LogEntry>,
     sorted: bool,
 }
 
 /// A batch of one tenant.
-pub(crate) struct PendingBatch {
+pub struct PendingBatch {
     streams: Vec<StreamBuf>,
     index: HashMap<u64, Vec<usize>, foldhash::fast::FixedState>,
     pub bytes: usize,
@@ -26,6 +26,12 @@ pub(crate) struct PendingBatch {
     pub created: Instant,
     pub acks: AckSet,
     pub permits: Vec<Arc<QueuePermit>>,
+}
+
+impl Default for PendingBatch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PendingBatch {

@@ -255,7 +255,7 @@ impl LokiSink {
     }
 
     fn close(&self, state: &mut TenantState) {
-        let pending = std::mem::replace(&mut state.pending, PendingBatch::new());
+        let pending = std::mem::take(&mut state.pending);
         let (lines, bytes) = (pending.lines, pending.bytes);
         let (streams, acks, permits) = pending.into_streams();
         self.shared.handles.batches.inc();
