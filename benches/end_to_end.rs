@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sluice::config::parse_yaml_expanded;
 use sluice::event::{AckSet, LabelCache, LabelInterner, LabelLimits, LabelSet, LogBatch, LogEntry};
-use sluice::formats::docker_json::{parse_envelope, unescape_log};
+use sluice::formats::docker_json::parse_envelope_into;
 use sluice::pipeline::{BuildContext, LoadedPipeline, PipelineSet, Runner, build_set};
 use sluice::sinks::loki::batch::PendingBatch;
 use sluice::sinks::loki::encode::{PushEncoder, StreamRef};
@@ -72,7 +72,8 @@ stages:
 
 fn pipelines(metrics: &PipelineMetrics) -> PipelineSet {
     let file = parse_yaml_expanded(Path::new("bench.yaml"), PIPELINE).expect("pipeline");
-    build_set(&[LoadedPipeline { path: "bench.yaml".into(), file }], &BuildContext { metrics, previous: None }).expect("build")
+    build_set(&[LoadedPipeline { path: "bench.yaml".into(), file }], &BuildContext { metrics, previous: None })
+        .expect("build")
 }
 
 fn runner() -> Runner {
@@ -82,8 +83,9 @@ fn runner() -> Runner {
 
 /// Source labels: 4 containers × the stream and the payload's service and level → 32+ streams.
 fn entries(lines: &[Bytes]) -> Vec<LogEntry> {
-    let containers: Vec<LabelSet> =
-        (0..4).map(|c| LabelSet::from_pairs([("job", "docker".to_string()), ("container", format!("app-{c}"))])).collect();
+    let containers: Vec<LabelSet> = (0..4)
+        .map(|c| LabelSet::from_pairs([("job", "docker".to_string()), ("container", format!("app-{c}"))]))
+        .collect();
     lines.iter().enumerate().map(|(i, l)| LogEntry::new(0, l.clone(), containers[i % 4].clone())).collect()
 }
 
@@ -99,8 +101,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for line in &lines {
                 out.clear();
-                let env = parse_envelope(line).expect("envelope");
-                black_box(unescape_log(&env, &mut out).expect("log"));
+                black_box(parse_envelope_into(line, &mut out).expect("envelope"));
             }
         })
     });
@@ -117,14 +118,11 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let processed = runner().run_batch(&set, &source, &mut LogBatch::new(entries(&lines), AckSet::new()), false).entries;
+    let processed =
+        runner().run_batch(&set, &source, &mut LogBatch::new(entries(&lines), AckSet::new()), false).entries;
     group.bench_function("batch_encode_snappy", |b| {
         let mut encoder = PushEncoder::default();
-        b.iter_batched(
-            || processed.clone(),
-            |entries| black_box(encode(entries, &mut encoder)),
-            BatchSize::LargeInput,
-        )
+        b.iter_batched(|| processed.clone(), |entries| black_box(encode(entries, &mut encoder)), BatchSize::LargeInput)
     });
 
     group.bench_function("full", |b| {
@@ -149,7 +147,8 @@ fn encode(entries: Vec<LogEntry>, encoder: &mut PushEncoder) -> usize {
     let flush = |batch: PendingBatch, encoder: &mut PushEncoder| {
         let (streams, ..) = batch.into_streams();
         let labels: Vec<&str> = streams.iter().map(|s| s.labels.rendered()).collect();
-        let refs: Vec<StreamRef<'_>> = streams.iter().zip(&labels).map(|(s, l)| StreamRef { labels: l, entries: &s.entries }).collect();
+        let refs: Vec<StreamRef<'_>> =
+            streams.iter().zip(&labels).map(|(s, l)| StreamRef { labels: l, entries: &s.entries }).collect();
         encoder.encode(&refs, true).len()
     };
     for e in entries {

@@ -8,19 +8,18 @@
 //! that is not such an object is an error, never a misread.
 
 use super::StreamKind;
-use super::json_string::{scan_string, unescape_into};
+use super::json_string::{scan_string, unescape_string};
 use super::time::parse_rfc3339_nanos;
 
-/// The fields of one json-file line, borrowed from it.
+/// The fields of one json-file line; the `log` content went to the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Envelope<'a> {
-    /// The raw (still escaped) content of `log`.
-    pub log: &'a [u8],
-    /// Whether `log` holds escapes (if not, it can be used as it is).
-    pub log_escaped: bool,
+pub struct Envelope {
     pub stream: StreamKind,
     /// Nanoseconds since the Unix epoch.
     pub time: i64,
+    /// The line ended with `\n`. Docker splits lines longer than 16 KiB: every part but the
+    /// last lacks it.
+    pub complete: bool,
 }
 
 /// Why a line is not a json-file envelope.
@@ -76,14 +75,21 @@ fn skip_value(s: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// Parses one json-file line (without its trailing newline).
-pub fn parse_envelope(line: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+/// Parses one json-file line (without its trailing newline), appending the unescaped `log`
+/// content, without its final `\n`, to `out` in the same pass that finds its end.
+///
+/// On error, `out` may hold part of the content: the caller truncates it to its length before
+/// the call.
+pub fn parse_envelope_into<B: super::json_string::ByteSink>(
+    line: &[u8],
+    out: &mut B,
+) -> Result<Envelope, EnvelopeError> {
     let mut i = skip_ws(line, 0);
     if line.get(i) != Some(&b'{') {
         return Err(EnvelopeError::NotAnObject);
     }
     i += 1;
-    let mut log = None;
+    let mut complete = None;
     let mut stream = None;
     let mut time = None;
     loop {
@@ -99,11 +105,17 @@ pub fn parse_envelope(line: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         }
         i = skip_ws(line, i + 1);
         let is_string = line.get(i) == Some(&b'"');
-        let value_end = skip_value(line, i).ok_or(EnvelopeError::Malformed)?;
+        let value_end = match key {
+            b"log" if is_string && complete.is_none() => {
+                let done = unescape_string(line, i + 1, out).ok_or(EnvelopeError::Malformed)?;
+                complete = Some(done.trailing_newline);
+                done.end + 1
+            }
+            _ => skip_value(line, i).ok_or(EnvelopeError::Malformed)?,
+        };
         if is_string {
             let content = &line[i + 1..value_end - 1];
             match key {
-                b"log" => log = Some((content, memchr::memchr(b'\\', content).is_some())),
                 b"stream" => stream = Some(StreamKind::parse(content).ok_or(EnvelopeError::BadStream)?),
                 b"time" => time = Some(parse_rfc3339_nanos(content).ok_or(EnvelopeError::BadTime)?),
                 _ => {}
@@ -121,43 +133,11 @@ pub fn parse_envelope(line: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     if skip_ws(line, i + 1) != line.len() {
         return Err(EnvelopeError::Malformed);
     }
-    let (log, log_escaped) = log.ok_or(EnvelopeError::MissingLog)?;
     Ok(Envelope {
-        log,
-        log_escaped,
+        complete: complete.ok_or(EnvelopeError::MissingLog)?,
         stream: stream.ok_or(EnvelopeError::BadStream)?,
         time: time.ok_or(EnvelopeError::BadTime)?,
     })
-}
-
-/// Whether raw (escaped) JSON string content ends with an escaped newline (`\n` whose
-/// backslash is not itself escaped).
-fn ends_with_escaped_newline(raw: &[u8]) -> bool {
-    let Some(body) = raw.strip_suffix(b"n") else {
-        return false;
-    };
-    let backslashes = body.iter().rev().take_while(|&&b| b == b'\\').count();
-    backslashes % 2 == 1
-}
-
-impl<'a> Envelope<'a> {
-    /// The `log` content without its trailing newline, still escaped, and whether the line is
-    /// complete. Docker splits lines longer than 16 KiB: every part but the last lacks the `\n`.
-    pub fn log_without_newline(&self) -> (&'a [u8], bool) {
-        if self.log_escaped && ends_with_escaped_newline(self.log) {
-            (&self.log[..self.log.len() - 2], true)
-        } else {
-            (self.log, false)
-        }
-    }
-}
-
-/// Appends the unescaped `log` content of `env` to `out`, without the trailing newline, and
-/// reports whether the line is complete (see [`Envelope::log_without_newline`]).
-pub fn unescape_log<B: bytes::BufMut>(env: &Envelope<'_>, out: &mut B) -> Result<bool, EnvelopeError> {
-    let (raw, complete) = env.log_without_newline();
-    unescape_into(raw, out).ok_or(EnvelopeError::Malformed)?;
-    Ok(complete)
 }
 
 #[cfg(test)]
@@ -167,34 +147,35 @@ mod tests {
 
     const LINE: &[u8] = br#"{"log":"{\"level\":\"INFO\",\"msg\":\"a \\\"b\\\"\"}\n","stream":"stderr","time":"2024-05-06T07:08:09.123456789Z"}"#;
 
+    fn parse(line: &[u8]) -> Result<(Envelope, Vec<u8>), EnvelopeError> {
+        let mut out = Vec::new();
+        parse_envelope_into(line, &mut out).map(|e| (e, out))
+    }
+
     #[test]
     fn parses_the_docker_layout() {
-        let env = parse_envelope(LINE).unwrap();
+        let (env, log) = parse(LINE).unwrap();
         assert_eq!(env.stream, StreamKind::Stderr);
         assert_eq!(env.time, 1_714_979_289_123_456_789);
-        assert!(env.log_escaped);
-        let mut out = Vec::new();
-        assert!(unescape_log(&env, &mut out).unwrap());
-        assert_eq!(out, br#"{"level":"INFO","msg":"a \"b\""}"#);
+        assert!(env.complete);
+        assert_eq!(log, br#"{"level":"INFO","msg":"a \"b\""}"#);
     }
 
     #[test]
     fn partial_lines_keep_their_content() {
-        let env = parse_envelope(br#"{"log":"part one","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#).unwrap();
-        let mut out = Vec::new();
-        assert!(!unescape_log(&env, &mut out).unwrap());
-        assert_eq!(out, b"part one");
-        assert!(!env.log_escaped);
+        let (env, log) = parse(br#"{"log":"part one","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#).unwrap();
+        assert!(!env.complete);
+        assert_eq!(log, b"part one");
+        let (env, log) = parse(br#"{"log":"a\\n","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#).unwrap();
+        assert!(!env.complete, "an escaped backslash then n is not a newline");
+        assert_eq!(log, br"a\n");
     }
 
     #[test]
     fn accepts_other_key_orders_and_attrs() {
         let line = br#"{ "time":"2024-05-06T07:08:09Z", "attrs":{"tag":"x","n":[1,{"a":"}"}]}, "stream":"stdout", "log":"hi\n" }"#;
-        let env = parse_envelope(line).unwrap();
-        assert_eq!(env.log, b"hi\\n");
-        assert_eq!(env.log_without_newline(), (&b"hi"[..], true));
-        let env = parse_envelope(br#"{"log":"a\\\\n","stream":"stdout","time":"2024-05-06T07:08:09Z"}"#).unwrap();
-        assert_eq!(env.log_without_newline(), (&br"a\\\\n"[..], false), "an escaped backslash then n is not a newline");
+        let (env, log) = parse(line).unwrap();
+        assert_eq!((log.as_slice(), env.complete), (&b"hi"[..], true));
     }
 
     #[test]
@@ -210,28 +191,26 @@ mod tests {
             (br#"{"log":1,"stream":"stdout","time":"2024-05-06T07:08:09Z"}"#, EnvelopeError::Malformed),
         ];
         for (line, want) in cases {
-            assert_eq!(parse_envelope(line), Err(want), "{}", String::from_utf8_lossy(line));
+            assert_eq!(parse(line).map(|(e, _)| e), Err(want), "{}", String::from_utf8_lossy(line));
         }
     }
 
     proptest! {
         #[test]
-        fn reads_back_what_serde_json_writes(log in ".*", stderr in any::<bool>(), nanos in 0i64..4_000_000_000_000_000_000) {
+        fn reads_back_what_serde_json_writes(log in ".*", newline in any::<bool>(), stderr in any::<bool>(), nanos in 0i64..4_000_000_000_000_000_000) {
             let stream = if stderr { "stderr" } else { "stdout" };
-            let line = serde_json::json!({"log": format!("{log}\n"), "stream": stream, "time": crate::formats::time::format_rfc3339_nanos(nanos)}).to_string();
-            let env = parse_envelope(line.as_bytes()).unwrap();
+            let content = if newline { format!("{log}\n") } else { log.clone() };
+            let line = serde_json::json!({"log": content, "stream": stream, "time": crate::formats::time::format_rfc3339_nanos(nanos)}).to_string();
+            let (env, out) = parse(line.as_bytes()).unwrap();
             prop_assert_eq!(env.time, nanos);
             prop_assert_eq!(env.stream.as_str(), stream);
-            let mut out = Vec::new();
-            prop_assert!(unescape_log(&env, &mut out).unwrap());
+            prop_assert_eq!(env.complete, newline);
             prop_assert_eq!(out, log.as_bytes());
         }
 
         #[test]
         fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..128)) {
-            if let Ok(env) = parse_envelope(&line) {
-                let _ = unescape_log(&env, &mut Vec::new());
-            }
+            let _ = parse(&line);
         }
     }
 }

@@ -171,7 +171,7 @@ impl Builder<'_> {
                         let count = self.drop_count(&id, "malformed_json");
                         (count.dropped, count.counter)
                     });
-                    Some(Stage::Json(JsonStage { source: c.source.clone(), exprs, drop_malformed }))
+                    Some(Stage::Json(JsonStage::new(c.source.clone(), exprs, drop_malformed)))
                 }
                 StageConfig::Logfmt(c) => Some(Stage::Logfmt(LogfmtStage {
                     source: c.source.clone(),

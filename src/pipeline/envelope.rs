@@ -10,7 +10,7 @@ use super::work::{LabelOp, Name, Value, Work};
 use super::{Flow, StageCtx, StageInfo};
 use crate::formats::StreamKind;
 use crate::formats::cri::parse_cri;
-use crate::formats::docker_json::{parse_envelope, unescape_log};
+use crate::formats::docker_json::parse_envelope_into;
 use bytes::BufMut;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -46,24 +46,21 @@ pub(crate) struct DockerStage {
 impl DockerStage {
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
         let line = w.entry.line.clone();
-        let env = match parse_envelope(&line) {
-            Ok(env) => env,
+        let mut parsed = Ok(None);
+        let new_line = w.new_line(|out| {
+            let start = out.len();
+            parsed = parse_envelope_into(&line, out).map(Some);
+            if parsed.is_err() {
+                out.truncate(start);
+            }
+        });
+        let env = match parsed {
+            Ok(Some(env)) => env,
+            Ok(None) => return Flow::Continue,
             Err(e) => {
                 info.error(|| e.to_string());
                 return Flow::Continue;
             }
-        };
-        let (raw, _complete) = env.log_without_newline();
-        let new_line = if env.log_escaped {
-            let mut ok = true;
-            let unescaped = w.new_line(|out| ok = unescape_log(&env, out).is_ok());
-            if !ok {
-                info.error(|| "invalid escape in `log`".into());
-                return Flow::Continue;
-            }
-            unescaped
-        } else {
-            line.slice_ref(raw)
         };
         w.entry.line = new_line;
         w.entry.timestamp = env.time;

@@ -93,7 +93,10 @@ pub(crate) struct JsonExpr {
 pub(crate) struct JsonStage {
     pub source: Option<String>,
     /// Empty: extract every top-level field.
-    pub exprs: Vec<JsonExpr>,
+    exprs: Vec<JsonExpr>,
+    /// The expressions by the top-level key they start with, so that one pass over the object's
+    /// keys serves them all.
+    by_first_key: Vec<(String, Vec<usize>)>,
     pub drop_malformed: Option<(Dropped, Counter)>,
 }
 
@@ -211,6 +214,19 @@ fn record(tape: &[Node<'_>], i: usize, key: Name, sink: &mut ExtractSink<'_>, in
 }
 
 impl JsonStage {
+    pub fn new(source: Option<String>, exprs: Vec<JsonExpr>, drop_malformed: Option<(Dropped, Counter)>) -> Self {
+        let mut by_first_key: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, expr) in exprs.iter().enumerate() {
+            // A path starting with an index can never match: the line must be an object.
+            let Some(Segment::Key(first)) = expr.path.first() else { continue };
+            match by_first_key.iter_mut().find(|(k, _)| k == first) {
+                Some((_, indexes)) => indexes.push(i),
+                None => by_first_key.push((first.clone(), vec![i])),
+            }
+        }
+        JsonStage { source, exprs, by_first_key, drop_malformed }
+    }
+
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
         let Some(len) = w.load_json_input(self.source.as_deref()) else {
             return Flow::Continue;
@@ -233,11 +249,21 @@ impl JsonStage {
                     record(nodes, j + 1, key, &mut sink, input_ptr, line);
                     j = skip(nodes, j + 1);
                 }
-            } else {
-                for expr in &self.exprs {
-                    if let Some(i) = lookup(nodes, 0, &expr.path) {
-                        record(nodes, i, Name::Static(Arc::clone(&expr.name)), &mut sink, input_ptr, line);
+            } else if let Some(Node::Object { len: keys, .. }) = nodes.first() {
+                let mut j = 1;
+                for _ in 0..*keys {
+                    let Node::String(key) = nodes[j] else { break };
+                    let value = j + 1;
+                    if let Some((_, indexes)) = self.by_first_key.iter().find(|(k, _)| k.len() == key.len() && k == key)
+                    {
+                        for &e in indexes {
+                            let expr = &self.exprs[e];
+                            if let Some(i) = lookup(nodes, value, &expr.path[1..]) {
+                                record(nodes, i, Name::Static(Arc::clone(&expr.name)), &mut sink, input_ptr, line);
+                            }
+                        }
                     }
+                    j = skip(nodes, value);
                 }
             }
         }

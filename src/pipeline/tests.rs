@@ -250,12 +250,13 @@ stages:
 }
 
 #[test]
-fn docker_extracts_no_values() {
-    // Differs from Promtail: Promtail's docker stage also puts `output`, `stream` and `timestamp`
-    // into the extracted map; sluice sets the line, the `stream` label and the time directly.
+fn docker_stream_reads_as_an_extracted_value() {
+    // As in Promtail, `stream` can be read by later stages (here through the `stream` label,
+    // which the extracted map includes). Differs from Promtail: `output` and `timestamp` are not
+    // extracted; the line and the time are set directly.
     let mut p = dry_run("stages:\n  - docker: {}\n  - labels: {copy: stream}\n");
     let out = p.line(r#"{"log":"x\n","stream":"stderr","time":"2019-04-30T02:12:41Z"}"#);
-    assert_eq!(out.kept().labels(), r#"{job="app", stream="stderr"}"#);
+    assert_eq!(out.kept().labels(), r#"{copy="stderr", job="app", stream="stderr"}"#);
 }
 
 // ---- cri ------------------------------------------------------------------------------------
