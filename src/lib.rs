@@ -10,6 +10,7 @@ pub mod event;
 pub mod formats;
 pub mod pipeline;
 pub mod proto;
+pub mod relabel;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

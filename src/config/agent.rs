@@ -5,6 +5,7 @@ use super::{ConfigError, ConfigErrors, Located, Position};
 use crate::event::labels::is_valid_name;
 use crate::sinks::console::ConsoleConfig;
 use crate::sinks::loki::config::LokiConfig;
+use crate::sources::docker::config::DockerConfig;
 use crate::sources::file::FileConfig;
 use crate::sources::stdin::StdinConfig;
 use serde::Deserialize;
@@ -99,11 +100,13 @@ impl Default for LimitsConfig {
 pub enum SourceConfig {
     Stdin(StdinConfig),
     File(FileConfig),
+    Docker(Box<DockerConfig>),
 }
 
 crate::type_tagged!(SourceConfig, "source", {
     "stdin" => Stdin(StdinConfig),
     "file" => File(FileConfig),
+    "docker" => Docker(Box<DockerConfig>),
 });
 
 impl SourceConfig {
@@ -112,6 +115,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Stdin(c) => &c.labels,
             SourceConfig::File(c) => &c.labels,
+            SourceConfig::Docker(c) => &c.labels,
         }
     }
 }
@@ -156,6 +160,12 @@ impl AgentConfig {
         for (name, source) in &self.sources {
             if name.is_empty() {
                 error(source.position, "a source needs a non-empty name".into());
+            }
+            if let SourceConfig::Docker(docker) = &source.value {
+                for (position, message) in docker.validate() {
+                    let position = if position == Position::START { source.position } else { position };
+                    error(position, format!("source `{name}`: {message}"));
+                }
             }
             for label in source.value.labels().keys() {
                 if !is_valid_name(label) || label.starts_with("__") {

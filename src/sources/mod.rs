@@ -1,6 +1,8 @@
 //! Sources: where entries come from. Each hands batches to the topology through an
 //! [`crate::topology`] emitter and never sees pipelines or sinks.
 
+pub mod docker;
 pub mod file;
 pub mod lines;
+pub mod positions;
 pub mod stdin;

@@ -133,6 +133,14 @@ pub struct LabelMetrics {
     pub interned_sets: Gauge,
 }
 
+/// The Docker source.
+#[derive(Default)]
+pub struct DockerMetrics {
+    pub daemon_errors: CounterFamily<SourceLabel>,
+    pub stalls: CounterFamily<SourceLabel>,
+    pub reconnects: CounterFamily<SourceLabel>,
+}
+
 /// Config loading and reloads.
 #[derive(Default)]
 pub struct ConfigMetrics {
@@ -149,6 +157,7 @@ pub struct Metrics {
     pub sink: SinkMetrics,
     pub labels: LabelMetrics,
     pub config: ConfigMetrics,
+    pub docker: DockerMetrics,
 }
 
 impl Metrics {
@@ -160,6 +169,7 @@ impl Metrics {
             sink: SinkMetrics::default(),
             labels: LabelMetrics::default(),
             config: ConfigMetrics::default(),
+            docker: DockerMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
@@ -169,6 +179,17 @@ impl Metrics {
         r.register("source_dropped", "Lines a source could not pass on, by reason", m.source.dropped.clone());
         r.register("source_streams", "Streams (containers, files) a source follows", m.source.streams.clone());
 
+        r.register(
+            "docker_daemon_errors",
+            "Errors the Docker engine reported inside log streams (never shipped as container output)",
+            m.docker.daemon_errors.clone(),
+        );
+        r.register(
+            "docker_stream_stalls",
+            "Follow streams of running containers found stalled and reopened",
+            m.docker.stalls.clone(),
+        );
+        r.register("docker_reconnects", "Log streams reopened from the position", m.docker.reconnects.clone());
         r.register(
             "pipeline_errors",
             "Entries a stage could not process; they continued unchanged",

@@ -1,0 +1,352 @@
+//! Following one container's logs: open the stream from where the container is up to, turn
+//! messages into entries, batch them, and reopen the stream when it breaks or stalls while the
+//! container runs. Ends when the container stopped (its stream ended and it is not running),
+//! when it is gone, or at shutdown.
+//!
+//! Positions: `read` is the last message taken (where a reopened stream resumes in this process);
+//! each batch carries a checkpoint, the position after its last *complete* line, which becomes
+//! the container's committed position once every sink settled the batch. A line whose parts are
+//! still being joined is never covered by a checkpoint, so a restart reads all of its parts again.
+
+use super::Tracked;
+use super::client::{ClientError, Endpoint, LogsQuery, open_logs};
+use super::frames::{FrameReader, Line, LineJoiner, Origin};
+use crate::event::{AckSet, AckToken, LogBatch, LogEntry};
+use crate::sources::stdin::{MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LINE};
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where a container's stream is up to: the time of the last message taken and how many
+/// messages with exactly that time were taken (Docker's `since` is inclusive: those are skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub time: i64,
+    pub ties: u32,
+}
+
+impl Position {
+    fn after(previous: Option<Position>, time: i64) -> Position {
+        match previous {
+            Some(p) if p.time == time => Position { time, ties: p.ties + 1 },
+            _ => Position { time, ties: 1 },
+        }
+    }
+}
+
+/// Where a follower starts when the container has no position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    At(Position),
+    Beginning,
+    Now,
+}
+
+/// Skips the messages at or before a position (a reopened stream starts at its time).
+struct Skipper {
+    until: Option<Position>,
+    seen: u32,
+}
+
+impl Skipper {
+    fn skip(&mut self, time: i64) -> bool {
+        let Some(p) = self.until else { return false };
+        if time < p.time {
+            return true;
+        }
+        if time == p.time && self.seen < p.ties {
+            self.seen += 1;
+            return true;
+        }
+        self.until = None;
+        false
+    }
+}
+
+/// What every follower of a source shares.
+pub struct FollowContext {
+    pub endpoint: Endpoint,
+    pub api_version: String,
+    pub docker: bollard::Docker,
+    pub batches: mpsc::Sender<LogBatch>,
+    pub cancel: CancellationToken,
+    pub stall_interval: Duration,
+    pub daemon_errors: Counter,
+    pub stalls: Counter,
+    pub reconnects: Counter,
+    pub source: String,
+}
+
+/// How a follower ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// The container stopped and its log was read to the end.
+    Stopped,
+    /// The container does not exist any more.
+    Gone,
+    Cancelled,
+}
+
+enum StreamEnd {
+    Eof,
+    Broken(String),
+    Stalled,
+    Cancelled,
+}
+
+fn now_nanos() -> i64 {
+    crate::event::now_nanos()
+}
+
+/// Lines read and not sent yet, with the checkpoint they reach.
+struct Pending {
+    entries: Vec<LogEntry>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn is_full(&self) -> bool {
+        self.entries.len() >= MAX_BATCH_LINES || self.bytes >= MAX_BATCH_BYTES
+    }
+}
+
+pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> FollowEnd {
+    let mut read: Option<Position> = match start {
+        Start::At(p) => Some(p),
+        _ => *t.read.lock(),
+    };
+    let mut complete = read;
+    let mut joiner = LineJoiner::new(MAX_LINE);
+    let mut pending = Pending { entries: Vec::new(), bytes: 0 };
+    let mut failures: u32 = 0;
+    let first_since = match (read, start) {
+        (Some(p), _) => Some(p.time),
+        (None, Start::Now) => Some(now_nanos()),
+        _ => None,
+    };
+    let mut since = first_since;
+    loop {
+        let tty = t.info.lock().tty;
+        let body =
+            open_logs(&ctx.endpoint, &ctx.api_version, &t.id, LogsQuery { since, follow: true, tail: None }).await;
+        let mut body = match body {
+            Ok(b) => b,
+            Err(ClientError::NotFound) => return finish(&t, read, FollowEnd::Gone),
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(source = %ctx.source, container = %t.name(), error = %e, "cannot open the container's log stream; retrying");
+                }
+                let delay = Duration::from_millis(200u64.saturating_mul(1 << failures.min(7)));
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return finish(&t, read, FollowEnd::Cancelled),
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        failures = 0;
+        let mut skipper = Skipper { until: read, seen: 0 };
+        let mut reader = FrameReader::new(tty);
+        let end = loop {
+            let frame = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => break StreamEnd::Cancelled,
+                frame = body.frame() => frame,
+                _ = tokio::time::sleep(ctx.stall_interval) => {
+                    if is_stalled(&t, &ctx, read).await {
+                        break StreamEnd::Stalled;
+                    }
+                    continue;
+                }
+            };
+            let mut next = frame;
+            // Take everything the engine already sent, then send one batch for it.
+            let end = loop {
+                match next {
+                    None => break Some(StreamEnd::Eof),
+                    Some(Err(e)) => break Some(StreamEnd::Broken(e.to_string())),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            reader.push(&data);
+                        }
+                    }
+                }
+                while let Some(message) = reader.next_message() {
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(e) => return broken_stream(&t, &ctx, read, e.to_string()),
+                    };
+                    if skipper.skip(message.time) {
+                        continue;
+                    }
+                    read = Some(Position::after(read, message.time));
+                    if let Some(line) = joiner.push(message) {
+                        push_line(&t, &ctx, &mut pending, line);
+                    }
+                    if !joiner.holds_partial() {
+                        complete = read;
+                    }
+                    if pending.is_full() && send(&t, &ctx, &mut pending, complete).await.is_err() {
+                        return finish(&t, read, FollowEnd::Cancelled);
+                    }
+                }
+                match body.frame().now_or_never() {
+                    Some(f) => next = f,
+                    None => break None,
+                }
+            };
+            if send(&t, &ctx, &mut pending, complete).await.is_err() {
+                return finish(&t, read, FollowEnd::Cancelled);
+            }
+            reader.shrink();
+            if let Some(end) = end {
+                break end;
+            }
+        };
+        match end {
+            StreamEnd::Cancelled => return finish(&t, read, FollowEnd::Cancelled),
+            StreamEnd::Stalled => {
+                ctx.stalls.inc();
+                ctx.reconnects.inc();
+                tracing::warn!(source = %ctx.source, container = %t.name(), "the container's log stream stalled (lines are waiting in its log); reopening it from the position");
+            }
+            StreamEnd::Eof | StreamEnd::Broken(_) => {
+                let running = ctx
+                    .docker
+                    .inspect_container(&t.id, None)
+                    .await
+                    .ok()
+                    .map(|c| c.state.and_then(|s| s.running).unwrap_or(false));
+                match running {
+                    Some(true) => {
+                        ctx.reconnects.inc();
+                        if let StreamEnd::Broken(e) = &end {
+                            tracing::warn!(source = %ctx.source, container = %t.name(), error = %e, "the container's log stream broke; reopening it from the position");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    // Stopped, or gone, or the engine is unreachable: read what is left, done.
+                    other => {
+                        for line in joiner.flush() {
+                            push_line(&t, &ctx, &mut pending, line);
+                        }
+                        complete = read;
+                        if send(&t, &ctx, &mut pending, complete).await.is_err() {
+                            return finish(&t, read, FollowEnd::Cancelled);
+                        }
+                        let end = if other.is_none() { FollowEnd::Gone } else { FollowEnd::Stopped };
+                        return finish(&t, read, end);
+                    }
+                }
+            }
+        }
+        since = read.map(|p| p.time).or(first_since);
+    }
+}
+
+fn finish(t: &Tracked, read: Option<Position>, end: FollowEnd) -> FollowEnd {
+    *t.read.lock() = read;
+    end
+}
+
+fn broken_stream(t: &Tracked, ctx: &FollowContext, read: Option<Position>, error: String) -> FollowEnd {
+    tracing::error!(source = %ctx.source, container = %t.name(), error, "unreadable log stream; the container is left until its next start");
+    finish(t, read, FollowEnd::Stopped)
+}
+
+fn push_line(t: &Tracked, ctx: &FollowContext, pending: &mut Pending, line: Line) {
+    let labels = t.labels.load();
+    let set = match line.origin {
+        Origin::Stdout => &labels.stdout,
+        Origin::Stderr => &labels.stderr,
+        Origin::Daemon => {
+            ctx.daemon_errors.inc();
+            tracing::warn!(source = %ctx.source, container = %t.name(), message = %String::from_utf8_lossy(&line.content), "the Docker engine reported an error in the log stream (not shipped as container output)");
+            return;
+        }
+    };
+    let mut entry = LogEntry::new(line.time, line.content, set.clone());
+    entry.metadata.set(Arc::clone(&t.metadata_name), labels.container_id.clone());
+    pending.bytes += entry.line.len();
+    pending.entries.push(entry);
+}
+
+/// Sends what is pending with a token that commits `checkpoint` once the sinks settled it.
+async fn send(
+    t: &Arc<Tracked>,
+    ctx: &FollowContext,
+    pending: &mut Pending,
+    checkpoint: Option<Position>,
+) -> Result<(), ()> {
+    if pending.entries.is_empty() {
+        return Ok(());
+    }
+    let entries = std::mem::take(&mut pending.entries);
+    pending.bytes = 0;
+    let acks = match checkpoint {
+        Some(position) => {
+            let seq = t.checkpoints.lock().push(position);
+            let tracked = Arc::clone(t);
+            AckSet::one(AckToken::new(move |status| {
+                let committed = tracked.checkpoints.lock().ack(seq, status);
+                if let Some(p) = committed {
+                    *tracked.committed.lock() = Some(p);
+                }
+            }))
+        }
+        None => AckSet::new(),
+    };
+    ctx.batches.send(LogBatch::new(entries, acks)).await.map_err(|_| ())
+}
+
+/// Whether a running container's stream holds back lines: asks for the last message since the
+/// position; if there is one past it, the follow stream is stuck (moby issues 37646, 32038).
+async fn is_stalled(t: &Tracked, ctx: &FollowContext, read: Option<Position>) -> bool {
+    let running = ctx.docker.inspect_container(&t.id, None).await.ok().and_then(|c| c.state.and_then(|s| s.running));
+    if running != Some(true) {
+        return false;
+    }
+    let query = LogsQuery { since: read.map(|p| p.time), follow: false, tail: Some(1) };
+    let Ok(body) = open_logs(&ctx.endpoint, &ctx.api_version, &t.id, query).await else { return false };
+    let Ok(collected) = tokio::time::timeout(Duration::from_secs(10), body.collect()).await else { return false };
+    let Ok(bytes) = collected.map(|c| c.to_bytes()) else { return false };
+    let mut reader = FrameReader::new(t.info.lock().tty);
+    reader.push(&bytes);
+    let mut last = None;
+    while let Some(Ok(m)) = reader.next_message() {
+        last = Some(m.time);
+    }
+    match (last, read) {
+        (Some(time), Some(p)) => time > p.time,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_count_ties() {
+        let p = Position::after(None, 5);
+        assert_eq!(p, Position { time: 5, ties: 1 });
+        let p = Position::after(Some(p), 5);
+        assert_eq!(p, Position { time: 5, ties: 2 });
+        assert_eq!(Position::after(Some(p), 6), Position { time: 6, ties: 1 });
+    }
+
+    #[test]
+    fn skipping_resumes_after_the_position() {
+        let mut s = Skipper { until: Some(Position { time: 10, ties: 2 }), seen: 0 };
+        let kept: Vec<i64> = [9, 10, 10, 10, 11, 10].into_iter().filter(|t| !s.skip(*t)).collect();
+        assert_eq!(kept, [10, 11, 10], "two messages at 10 were taken before; the third is new");
+        let mut none = Skipper { until: None, seen: 0 };
+        assert!(!none.skip(0));
+    }
+}
