@@ -139,6 +139,7 @@ pub struct DockerMetrics {
     pub daemon_errors: CounterFamily<SourceLabel>,
     pub stalls: CounterFamily<SourceLabel>,
     pub reconnects: CounterFamily<SourceLabel>,
+    pub replays: CounterFamily<SourceLabel>,
 }
 
 /// Config loading and reloads.
@@ -190,6 +191,11 @@ impl Metrics {
             m.docker.stalls.clone(),
         );
         r.register("docker_reconnects", "Log streams reopened from the position", m.docker.reconnects.clone());
+        r.register(
+            "docker_replayed_lines_skipped",
+            "Lines the engine sent a second time (after log rotation), recognised by their timestamp and skipped",
+            m.docker.replays.clone(),
+        );
         r.register(
             "pipeline_errors",
             "Entries a stage could not process; they continued unchanged",

@@ -25,8 +25,9 @@ async fn start(loki_url: &str, extra: &str) -> Agent {
     Agent::start(AgentSetup { body: &body, pipelines: &[("structured-json.yaml", DEFAULT_PIPELINE)] }).await
 }
 
-/// Every sequence number in `0..n` exactly once.
+/// Every sequence number in `0..n` exactly once, and nothing sent twice.
 fn assert_exactly_once(loki: &TestLoki, n: usize) {
+    assert_eq!(loki.duplicates(), 0, "entries sent twice");
     let mut seen = vec![0u32; n];
     for e in loki.stored() {
         let seq = seq_of(&e.line).unwrap_or_else(|| panic!("line without seq: {}", e.line));

@@ -36,6 +36,24 @@ impl Agent {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, setup: AgentSetup<'_>) -> Agent {
+        let mut agent = Self::spawn(dir, setup);
+        agent.wait_ready(Duration::from_secs(20)).await;
+        agent
+    }
+
+    /// Starts the agent and waits only until its HTTP server answers (it may not be ready).
+    pub async fn start_unready(setup: AgentSetup<'_>) -> Agent {
+        let mut agent = Self::spawn(tempfile::tempdir().expect("tempdir"), setup);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while agent.get("/health").await.is_none() {
+            agent.assert_running().await;
+            assert!(tokio::time::Instant::now() < deadline, "sluice's HTTP server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent
+    }
+
+    fn spawn(dir: tempfile::TempDir, setup: AgentSetup<'_>) -> Agent {
         let port = free_port();
         let pipelines = dir.path().join("pipelines");
         std::fs::create_dir_all(&pipelines).expect("pipelines dir");
@@ -58,9 +76,7 @@ impl Agent {
             .spawn()
             .expect("start sluice");
         let stdin = child.stdin.take();
-        let mut agent = Agent { child, http: format!("127.0.0.1:{port}"), dir, stdin };
-        agent.wait_ready(Duration::from_secs(20)).await;
-        agent
+        Agent { child, http: format!("127.0.0.1:{port}"), dir, stdin }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -80,21 +96,26 @@ impl Agent {
         http_request(&self.http, "POST", path).await
     }
 
-    async fn wait_ready(&mut self, timeout: Duration) {
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some((200, _)) = self.get("/ready").await {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(e) = self.child.stderr.as_mut() {
-                    let _ = e.read_to_string(&mut err).await;
-                }
-                panic!("sluice exited with {status} before it was ready:\n{err}");
-            }
+            self.assert_running().await;
             assert!(tokio::time::Instant::now() < deadline, "sluice not ready after {timeout:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let mut err = String::new();
+            if let Some(e) = self.child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err).await;
+            }
+            panic!("sluice exited with {status}:\n{err}");
         }
     }
 
@@ -164,6 +185,15 @@ impl Agent {
             let _ = e.read_to_string(&mut err).await;
         }
         (status.code(), err)
+    }
+
+    /// Stops the agent with SIGTERM (asserting exit 0) and gives back its directory.
+    pub async fn dir_after_stop(mut self) -> tempfile::TempDir {
+        self.stdin = None;
+        self.signal("TERM");
+        let (code, stderr) = self.wait_exit(Duration::from_secs(20)).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        self.dir
     }
 
     /// Kills the agent with SIGKILL and gives back its directory (positions survive).

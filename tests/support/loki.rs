@@ -8,7 +8,8 @@
 //! more than 10 minutes ahead or older than 7 days, too many label names, names or values too
 //! long, structured metadata when it is not allowed, and (with `ordered`) entries older than
 //! the newest of their stream are refused. As Loki does, the valid entries of a push are
-//! stored even when the push is answered 400.
+//! stored even when the push is answered 400, and an exact duplicate of a stored entry (same
+//! stream, nanosecond timestamp, line and metadata) is dropped and counted.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -64,6 +65,11 @@ impl Default for Limits {
 #[derive(Default)]
 struct State {
     stored: Vec<Stored>,
+    /// Identity of every stored entry: Loki drops exact duplicates (stream, time, line, metadata).
+    seen: std::collections::HashSet<(String, i64, Vec<u8>, Vec<(String, Vec<u8>)>)>,
+    duplicates: usize,
+    /// The first duplicates, to show in failures.
+    duplicate_samples: Vec<String>,
     /// Answers for the next pushes, in order; then `default_answer`.
     script: VecDeque<Answer>,
     default_answer: Option<Answer>,
@@ -197,6 +203,16 @@ impl TestLoki {
 
     pub fn stored_count(&self) -> usize {
         self.state.lock().stored.len()
+    }
+
+    /// Entries received again and dropped as exact duplicates, as Loki does.
+    pub fn duplicates(&self) -> usize {
+        self.state.lock().duplicates
+    }
+
+    /// A few of the duplicates, for failure messages.
+    pub fn duplicate_samples(&self) -> Vec<String> {
+        self.state.lock().duplicate_samples.clone()
     }
 
     pub fn rejections(&self) -> Vec<String> {
@@ -346,6 +362,20 @@ impl TestLoki {
                     continue;
                 }
                 *newest = (*newest).max(ts);
+                let identity = (
+                    stream.labels.clone(),
+                    ts,
+                    e.line.clone(),
+                    e.structured_metadata.iter().map(|p| (p.name.clone(), p.value.clone())).collect(),
+                );
+                if !state.seen.insert(identity) {
+                    state.duplicates += 1;
+                    if state.duplicate_samples.len() < 5 {
+                        let sample = format!("{} {} {:.120}", stream.labels, ts, String::from_utf8_lossy(&e.line));
+                        state.duplicate_samples.push(sample);
+                    }
+                    continue;
+                }
                 let metadata = e
                     .structured_metadata
                     .iter()

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod docker;
 pub mod lines;
 pub mod loki;

@@ -79,6 +79,8 @@ pub struct FollowContext {
     pub daemon_errors: Counter,
     pub stalls: Counter,
     pub reconnects: Counter,
+    /// Lines the engine sent again (after rotation) and the follower skipped.
+    pub replays: Counter,
     pub source: String,
 }
 
@@ -130,6 +132,8 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
         _ => None,
     };
     let mut since = first_since;
+    let mut newest = [i64::MIN; 2];
+    let mut last_data = tokio::time::Instant::now();
     loop {
         let tty = t.info.lock().tty;
         let body =
@@ -153,17 +157,26 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
         let mut skipper = Skipper { until: read, seen: 0 };
         let mut reader = FrameReader::new(tty);
         let end = loop {
+            // A stream that goes quiet right after being busy is checked soon: that is when
+            // json-file rotation stalls follow streams. Idle containers are checked rarely.
+            let quiet_limit = if last_data.elapsed() < RECENTLY_ACTIVE {
+                ctx.stall_interval.min(ACTIVE_STALL_CHECK)
+            } else {
+                ctx.stall_interval
+            };
             let frame = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => break StreamEnd::Cancelled,
                 frame = body.frame() => frame,
-                _ = tokio::time::sleep(ctx.stall_interval) => {
+                _ = tokio::time::sleep(quiet_limit) => {
                     if is_stalled(&t, &ctx, read).await {
                         break StreamEnd::Stalled;
                     }
+                    last_data = tokio::time::Instant::now() - RECENTLY_ACTIVE;
                     continue;
                 }
             };
+            last_data = tokio::time::Instant::now();
             let mut next = frame;
             // Take everything the engine already sent, then send one batch for it.
             let end = loop {
@@ -183,6 +196,16 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                     };
                     if skipper.skip(message.time) {
                         continue;
+                    }
+                    // The engine can send lines again after json-file rotation. Each stream's
+                    // timestamps only grow (nanoseconds, taken as the daemon reads the
+                    // container's output), so one not past the newest is a replay.
+                    if let Some(newest) = newest_of(&mut newest, message.origin).filter(|_| message.stamped) {
+                        if message.time <= *newest {
+                            ctx.replays.inc();
+                            continue;
+                        }
+                        *newest = message.time;
                     }
                     read = Some(Position::after(read, message.time));
                     if let Some(line) = joiner.push(message) {
@@ -246,6 +269,19 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
             }
         }
         since = read.map(|p| p.time).or(first_since);
+    }
+}
+
+/// How long a stream that delivered within [`RECENTLY_ACTIVE`] may stay quiet before it is
+/// checked for a stall.
+const ACTIVE_STALL_CHECK: Duration = Duration::from_secs(5);
+const RECENTLY_ACTIVE: Duration = Duration::from_secs(60);
+
+fn newest_of(newest: &mut [i64; 2], origin: Origin) -> Option<&mut i64> {
+    match origin {
+        Origin::Stdout => Some(&mut newest[0]),
+        Origin::Stderr => Some(&mut newest[1]),
+        Origin::Daemon => None,
     }
 }
 

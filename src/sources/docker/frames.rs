@@ -35,6 +35,8 @@ pub struct Message {
     pub content: Bytes,
     /// The message ended with `\n` (a whole line, or the last part of a split one).
     pub complete: bool,
+    /// The message carried its own timestamp (a line without one takes the previous one's).
+    pub stamped: bool,
 }
 
 /// Why the stream cannot be read further.
@@ -130,17 +132,19 @@ impl FrameReader {
     /// Cuts a payload into messages at inner newlines.
     fn split(&mut self, origin: Origin, mut payload: Bytes, complete: bool) {
         loop {
-            let (time, taken) = timestamp_prefix(&payload).unwrap_or((self.last_time, 0));
+            let stamp = timestamp_prefix(&payload);
+            let stamped = stamp.is_some();
+            let (time, taken) = stamp.unwrap_or((self.last_time, 0));
             self.last_time = time;
             payload.advance(taken);
             match memchr::memchr(b'\n', &payload) {
                 Some(i) => {
                     let mut content = payload.split_to(i + 1);
                     content.truncate(i);
-                    self.ready.push_back(Message { origin, time, content, complete: true });
+                    self.ready.push_back(Message { origin, time, content, complete: true, stamped });
                 }
                 None => {
-                    self.ready.push_back(Message { origin, time, content: payload, complete });
+                    self.ready.push_back(Message { origin, time, content: payload, complete, stamped });
                     return;
                 }
             }
@@ -257,8 +261,8 @@ mod tests {
         let mut r = FrameReader::new(false);
         r.push(&frame(1, &format!("{T1} a\n{T2} b\nc\n")));
         let got = drain(&mut r);
-        let lines: Vec<(&[u8], i64)> = got.iter().map(|m| (&m.content[..], m.time % 10)).collect();
-        assert_eq!(lines, [(&b"a"[..], 1), (&b"b"[..], 2), (&b"c"[..], 2)]);
+        let lines: Vec<(&[u8], i64, bool)> = got.iter().map(|m| (&m.content[..], m.time % 10, m.stamped)).collect();
+        assert_eq!(lines, [(&b"a"[..], 1, true), (&b"b"[..], 2, true), (&b"c"[..], 2, false)]);
     }
 
     #[test]

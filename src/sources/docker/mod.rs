@@ -97,6 +97,17 @@ pub enum DockerError {
     Positions(std::io::Error),
 }
 
+/// Why the manager looks at a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The first listing after sluice started.
+    Startup,
+    /// A later, periodic listing.
+    Refresh,
+    /// A `start` event.
+    Event,
+}
+
 struct Entry {
     tracked: Arc<Tracked>,
     follower: Option<JoinHandle<()>>,
@@ -113,6 +124,8 @@ struct Manager {
     saved: Saved,
     /// When the positions file was last written before this start (0: never).
     previous_save: i64,
+    /// When this source started.
+    started_at: i64,
     containers: HashMap<String, Entry>,
     batches: Option<mpsc::Sender<LogBatch>>,
     exits_tx: mpsc::UnboundedSender<(String, FollowEnd)>,
@@ -122,6 +135,7 @@ struct Manager {
     daemon_errors: prometheus_client::metrics::counter::Counter,
     stalls: prometheus_client::metrics::counter::Counter,
     reconnects: prometheus_client::metrics::counter::Counter,
+    replays: prometheus_client::metrics::counter::Counter,
     metadata_name: Arc<str>,
 }
 
@@ -159,6 +173,7 @@ pub async fn run(config: DockerConfig, emitter: Emitter, cancel: CancellationTok
         daemon_errors: docker_metrics.daemon_errors.get_or_create_owned(&label),
         stalls: docker_metrics.stalls.get_or_create_owned(&label),
         reconnects: docker_metrics.reconnects.get_or_create_owned(&label),
+        replays: docker_metrics.replays.get_or_create_owned(&label),
         name,
         config,
         endpoint,
@@ -167,6 +182,7 @@ pub async fn run(config: DockerConfig, emitter: Emitter, cancel: CancellationTok
         positions,
         saved,
         previous_save,
+        started_at: crate::event::now_nanos(),
         containers: HashMap::new(),
         batches: Some(batches),
         exits_tx,
@@ -240,10 +256,12 @@ impl Manager {
                 daemon_errors: self.daemon_errors.clone(),
                 stalls: self.stalls.clone(),
                 reconnects: self.reconnects.clone(),
+                replays: self.replays.clone(),
                 source: self.name.clone(),
             });
             let events_since = crate::event::now_nanos() / 1_000_000_000 - 1;
-            if let Err(e) = self.reconcile(&docker, &context, first).await {
+            let trigger = if first { Trigger::Startup } else { Trigger::Refresh };
+            if let Err(e) = self.reconcile(&docker, &context, trigger).await {
                 tracing::warn!(source = %self.name, error = %e, "listing containers failed; reconnecting");
                 continue;
             }
@@ -265,7 +283,7 @@ impl Manager {
                         Some(Ok(event)) => {
                             let id = event.actor.as_ref().and_then(|a| a.id.clone()).unwrap_or_default();
                             match event.action.as_deref() {
-                                Some("start") => self.start(&docker, &context, &id, false).await,
+                                Some("start") => self.start(&docker, &context, &id, Trigger::Event).await,
                                 Some("destroy") => self.destroyed(&id),
                                 Some("rename") => self.renamed(&docker, &id).await,
                                 _ => {}
@@ -281,7 +299,7 @@ impl Manager {
                     Some((id, end)) = self.exits.recv() => self.follower_ended(&docker, &context, &id, end).await,
                     _ = save.tick() => self.save().await,
                     _ = refresh.tick() => {
-                        if let Err(e) = self.reconcile(&docker, &context, false).await {
+                        if let Err(e) = self.reconcile(&docker, &context, Trigger::Refresh).await {
                             tracing::warn!(source = %self.name, error = %e, "listing containers failed");
                         }
                     }
@@ -295,14 +313,14 @@ impl Manager {
         &mut self,
         docker: &bollard::Docker,
         context: &Arc<FollowContext>,
-        at_start: bool,
+        trigger: Trigger,
     ) -> Result<(), bollard::errors::Error> {
         let list = docker.list_containers(Some(ListContainersOptions { all: true, ..Default::default() })).await?;
         let ids: Vec<String> = list.iter().filter_map(|c| c.id.clone()).collect();
         for id in &ids {
-            self.start(docker, context, id, at_start).await;
+            self.start(docker, context, id, trigger).await;
         }
-        if at_start {
+        if trigger == Trigger::Startup {
             let now = format_rfc3339_nanos(crate::event::now_nanos());
             for (id, saved) in self.saved.containers.iter_mut() {
                 if !ids.contains(id) && saved.destroyed_at.is_none() {
@@ -314,7 +332,8 @@ impl Manager {
     }
 
     /// Follows a container if it passes the filters and has lines to read.
-    async fn start(&mut self, docker: &bollard::Docker, context: &Arc<FollowContext>, id: &str, at_start: bool) {
+    async fn start(&mut self, docker: &bollard::Docker, context: &Arc<FollowContext>, id: &str, trigger: Trigger) {
+        let at_start = trigger == Trigger::Startup;
         if self.containers.get(id).is_some_and(|e| e.follower.as_ref().is_some_and(|f| !f.is_finished())) {
             return;
         }
@@ -326,12 +345,15 @@ impl Manager {
         let Some(labels) = target::stream_labels(&self.source_labels, &info, &self.relabel) else { return };
         let saved = self.saved.containers.get(id).and_then(SavedContainer::position);
         let known = self.containers.contains_key(id);
-        // A stopped container is read only if it has lines nobody read: it stopped after its
-        // position, or it ran while sluice was down.
-        if !info.running && !known {
+        // A stopped container found by listing is read only if it has lines nobody read: it
+        // stopped after its position, or it ran while sluice was down (or, at a periodic
+        // listing, since sluice started). A `start` event always counts: a short-lived container
+        // may be gone by the time it is inspected.
+        if !info.running && !known && trigger != Trigger::Event {
+            let since = if trigger == Trigger::Startup { self.previous_save } else { self.started_at };
             let unread = match saved {
                 Some(p) => info.finished_at > p.time,
-                None => self.previous_save > 0 && info.finished_at > self.previous_save,
+                None => since > 0 && info.finished_at > since,
             };
             if !unread {
                 return;
@@ -387,7 +409,7 @@ impl Manager {
                 let running =
                     docker.inspect_container(id, None).await.ok().and_then(|c| c.state.and_then(|s| s.running));
                 if running == Some(true) {
-                    self.start(docker, context, id, false).await;
+                    self.start(docker, context, id, Trigger::Event).await;
                 }
             }
             FollowEnd::Cancelled => {}
