@@ -309,6 +309,7 @@ mod tests {
             time: 1,
             content: Bytes::copy_from_slice(c.as_bytes()),
             complete: false,
+            stamped: true,
         };
         assert!(j.push(part("123456")).is_none());
         assert_eq!(j.push(part("7890ab")).unwrap().content, "1234567890ab");
