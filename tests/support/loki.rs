@@ -62,11 +62,14 @@ impl Default for Limits {
     }
 }
 
+/// What makes two entries the same to Loki: stream, time, line and structured metadata.
+type Identity = (String, i64, Vec<u8>, Vec<(String, Vec<u8>)>);
+
 #[derive(Default)]
 struct State {
     stored: Vec<Stored>,
     /// Identity of every stored entry: Loki drops exact duplicates (stream, time, line, metadata).
-    seen: std::collections::HashSet<(String, i64, Vec<u8>, Vec<(String, Vec<u8>)>)>,
+    seen: std::collections::HashSet<Identity>,
     duplicates: usize,
     /// The first duplicates, to show in failures.
     duplicate_samples: Vec<String>,
