@@ -58,6 +58,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE", env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// Probe a running agent's /ready endpoint: exit 0 when ready, 1 otherwise (for container
+    /// health checks in images without a shell or curl).
+    Healthcheck {
+        /// The agent's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        address: String,
+        /// The path to probe.
+        #[arg(long, default_value = "/ready")]
+        path: String,
+    },
     /// Run lines through a pipeline file and print what comes out, or run its test cases.
     Test {
         /// The pipeline file.
@@ -101,6 +111,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Healthcheck { address, path } => healthcheck(&address, &path),
         Command::Test { pipeline, input, format, labels, source } => {
             match test(&pipeline, input.as_deref(), format, &labels, &source) {
                 Ok(code) => code,
@@ -130,6 +141,33 @@ fn run(config: &Path) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "sluice cannot start");
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(address: &str, path: &str) -> ExitCode {
+    use std::io::Read;
+    use std::time::Duration;
+    let probe = || -> std::io::Result<String> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(address)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    };
+    match probe() {
+        Ok(response) if response.split_whitespace().nth(1) == Some("200") => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("{}", response.split("\r\n\r\n").nth(1).unwrap_or(&response).trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("cannot reach {address}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -18,7 +18,7 @@ SERVICES = {
 }
 VOLUMES = {"loki-data", "alertmanager-data", "prometheus-data", "grafana-data", "jaeger-data", "sluice-data"}
 # One-shot or not a server: no health check.
-NO_HEALTHCHECK = {"jaeger-init", "sluice"}
+NO_HEALTHCHECK = {"jaeger-init"}
 
 
 def compose_commands() -> list[list[str]]:

@@ -155,6 +155,11 @@ impl TestLoki {
         Self::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test loki"), limits)
     }
 
+    /// A test Loki reachable from containers (on every interface of the host).
+    pub async fn start_on_all_interfaces() -> TestLoki {
+        Self::serve(tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind test loki"), Limits::default())
+    }
+
     /// A test Loki on a given port (to come up where an agent already pushes).
     pub async fn start_on(port: u16) -> TestLoki {
         Self::serve(
