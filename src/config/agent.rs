@@ -5,8 +5,12 @@ use super::{ConfigError, ConfigErrors, Located, Position};
 use crate::event::labels::is_valid_name;
 use crate::sinks::console::ConsoleConfig;
 use crate::sinks::loki::config::LokiConfig;
+use crate::sinks::otlp::config::OtlpSinkConfig;
+use crate::sinks::remote_write::config::RemoteWriteConfig;
 use crate::sources::docker::config::DockerConfig;
 use crate::sources::file::FileConfig;
+use crate::sources::otlp::config::OtlpSourceConfig;
+use crate::sources::prometheus_scrape::config::ScrapeConfig;
 use crate::sources::stdin::StdinConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -101,21 +105,55 @@ pub enum SourceConfig {
     Stdin(StdinConfig),
     File(FileConfig),
     Docker(Box<DockerConfig>),
+    Otlp(Box<OtlpSourceConfig>),
+    PrometheusScrape(Box<ScrapeConfig>),
 }
 
 crate::type_tagged!(SourceConfig, "source", {
     "stdin" => Stdin(StdinConfig),
     "file" => File(FileConfig),
     "docker" => Docker(Box<DockerConfig>),
+    "otlp" => Otlp(Box<OtlpSourceConfig>),
+    "prometheus_scrape" => PrometheusScrape(Box<ScrapeConfig>),
 });
 
+/// The three kinds of records, each with its own routes from sources to sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Logs,
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+        }
+    }
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 impl SourceConfig {
-    /// Static labels the source puts on every entry.
+    /// Static labels a log source puts on every entry.
     pub fn labels(&self) -> &BTreeMap<String, String> {
         match self {
             SourceConfig::Stdin(c) => &c.labels,
             SourceConfig::File(c) => &c.labels,
             SourceConfig::Docker(c) => &c.labels,
+            SourceConfig::Otlp(_) | SourceConfig::PrometheusScrape(_) => &NO_LABELS,
+        }
+    }
+
+    /// What the source produces.
+    pub fn signal(&self) -> Signal {
+        match self {
+            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Docker(_) => Signal::Logs,
+            SourceConfig::Otlp(_) => Signal::Traces,
+            SourceConfig::PrometheusScrape(_) => Signal::Metrics,
         }
     }
 }
@@ -125,19 +163,44 @@ impl SourceConfig {
 pub enum SinkConfig {
     Loki(Box<LokiConfig>),
     Console(ConsoleConfig),
+    Otlp(Box<OtlpSinkConfig>),
+    PrometheusRemoteWrite(Box<RemoteWriteConfig>),
 }
 
 crate::type_tagged!(SinkConfig, "sink", {
     "loki" => Loki(Box<LokiConfig>),
     "console" => Console(ConsoleConfig),
+    "otlp" => Otlp(Box<OtlpSinkConfig>),
+    "prometheus_remote_write" => PrometheusRemoteWrite(Box<RemoteWriteConfig>),
 });
 
 impl SinkConfig {
-    /// The log sources this sink takes entries from (empty: all of them).
+    /// The sources this sink takes records from (empty: every source of its signal).
     pub fn sources(&self) -> &[String] {
         match self {
             SinkConfig::Loki(c) => &c.sources,
             SinkConfig::Console(c) => &c.sources,
+            SinkConfig::Otlp(c) => &c.sources,
+            SinkConfig::PrometheusRemoteWrite(c) => &c.sources,
+        }
+    }
+
+    /// What the sink takes.
+    pub fn signal(&self) -> Signal {
+        match self {
+            SinkConfig::Loki(_) | SinkConfig::Console(_) => Signal::Logs,
+            SinkConfig::Otlp(_) => Signal::Traces,
+            SinkConfig::PrometheusRemoteWrite(_) => Signal::Metrics,
+        }
+    }
+
+    /// The queue in front of the sink.
+    pub fn queue(&self) -> crate::config::common::QueueConfig {
+        match self {
+            SinkConfig::Loki(c) => c.queue.clone(),
+            SinkConfig::Console(_) => Default::default(),
+            SinkConfig::Otlp(c) => c.queue.clone(),
+            SinkConfig::PrometheusRemoteWrite(c) => c.queue.clone(),
         }
     }
 }

@@ -3,10 +3,14 @@
 //! A [`LogEntry`] is cheap to move and to clone: its line is a [`Bytes`] slice of the buffer the
 //! source read (no copy until a stage changes it), its labels an interned [`LabelSet`], its
 //! structured metadata a short inline list. Sources send [`LogBatch`]es, never single entries.
+//! Traces travel as [`SpanBatch`]es and scraped metrics as [`SampleBatch`]es, through their own
+//! routes but with the same queues and acknowledgements.
 
 pub mod ack;
 pub mod interner;
 pub mod labels;
+pub mod samples;
+pub mod spans;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -15,6 +19,8 @@ use std::sync::Arc;
 pub use ack::{AckSet, AckStatus, AckToken};
 pub use interner::{LabelCache, LabelInterner, LabelLimits, Resolved};
 pub use labels::{LabelPair, LabelSet};
+pub use samples::{Sample, SampleBatch};
+pub use spans::SpanBatch;
 
 /// Structured metadata of an entry: name → value, names unique, in the order they were set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

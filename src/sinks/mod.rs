@@ -4,4 +4,6 @@
 pub mod console;
 pub mod http_client;
 pub mod loki;
+pub mod otlp;
+pub mod remote_write;
 pub mod retry;

@@ -4,5 +4,7 @@
 pub mod docker;
 pub mod file;
 pub mod lines;
+pub mod otlp;
 pub mod positions;
+pub mod prometheus_scrape;
 pub mod stdin;

@@ -7,7 +7,7 @@
 //! batch's acknowledgement token.
 
 use super::queue::SendError;
-use super::{RouteTable, Shared};
+use super::{RouteTable, Routed, Shared};
 use crate::event::{AckSet, LabelSet, LogBatch, LogEntry};
 use crate::pipeline::{RunOutput, Runner};
 use crate::telemetry::metrics::SourceHandles;
@@ -66,7 +66,7 @@ impl Emitter {
         let mut acks = batch.acks;
         acks.append(&mut released);
         let routes = self.shared.routes.load_full();
-        deliver(&routes, &self.source, entries, acks, &self.no_sink).await?;
+        deliver(&routes.logs, &self.source, entries, acks, &self.no_sink).await?;
         if !throttle.is_zero() {
             tokio::time::sleep(throttle).await;
         }
@@ -97,4 +97,50 @@ pub(crate) async fn deliver(
         queue.send(LogBatch::new(entries.clone(), acks.clone())).await?;
     }
     last.send(LogBatch::new(entries, acks)).await
+}
+
+/// The interface of a span or sample source: queues each batch for every sink of its signal
+/// that reads the source (no pipelines: those signals have their own short chains).
+pub struct SignalEmitter<B> {
+    source: Arc<str>,
+    shared: Arc<Shared>,
+    handles: SourceHandles,
+    no_sink: Counter,
+    _batch: std::marker::PhantomData<fn(B)>,
+}
+
+impl<B: Routed> SignalEmitter<B> {
+    pub(crate) fn new(source: &str, shared: Arc<Shared>) -> Self {
+        let handles = SourceHandles::new(&shared.telemetry.metrics.source, source);
+        let no_sink = handles.dropped("no_sink");
+        SignalEmitter { source: Arc::from(source), shared, handles, no_sink, _batch: std::marker::PhantomData }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn handles(&self) -> &SourceHandles {
+        &self.handles
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Queues `batch` for every sink that reads this source, waiting while a queue is full.
+    pub async fn send(&self, batch: B) -> Result<(), SendError> {
+        self.handles.lines.inc_by(batch.records() as u64);
+        let routes = self.shared.routes.load_full();
+        let queues = B::table(&routes).get(&*self.source).map(Vec::as_slice).unwrap_or(&[]);
+        let Some((last, others)) = queues.split_last() else {
+            self.no_sink.inc_by(batch.records() as u64);
+            batch.into_acks().settle();
+            return Ok(());
+        };
+        for queue in others {
+            queue.send(batch.clone()).await?;
+        }
+        last.send(batch).await
+    }
 }

@@ -14,13 +14,13 @@ pub mod emitter;
 pub mod queue;
 
 use crate::config::AgentConfig;
-use crate::config::agent::{SinkConfig, SourceConfig};
-use crate::event::{LabelInterner, LabelLimits, LabelSet};
+use crate::config::agent::{Signal, SinkConfig, SourceConfig};
+use crate::event::{LabelInterner, LabelLimits, LabelSet, LogBatch, SampleBatch, SpanBatch};
 use crate::pipeline::{PipelineSet, Runner};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::SinkHandles;
 use arc_swap::ArcSwap;
-use queue::{QueueReceiver, SinkQueue};
+use queue::{QueueReceiver, Queued, SinkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,17 +28,50 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use emitter::Emitter;
+pub use emitter::{Emitter, SignalEmitter};
 
 /// Sink queues by source name.
-pub type RouteTable = HashMap<String, Vec<SinkQueue>>;
+pub type RouteTable<B = LogBatch> = HashMap<String, Vec<SinkQueue<B>>>;
+
+/// The routes of every signal.
+#[derive(Default)]
+pub struct Routes {
+    pub logs: RouteTable<LogBatch>,
+    pub spans: RouteTable<SpanBatch>,
+    pub samples: RouteTable<SampleBatch>,
+}
+
+/// A batch type with its own routes.
+pub trait Routed: Queued + Clone {
+    fn table(routes: &Routes) -> &RouteTable<Self>;
+}
+
+impl Routed for SpanBatch {
+    fn table(routes: &Routes) -> &RouteTable<Self> {
+        &routes.spans
+    }
+}
+
+impl Routed for SampleBatch {
+    fn table(routes: &Routes) -> &RouteTable<Self> {
+        &routes.samples
+    }
+}
+
+/// A running sink's queue, of the sink's signal.
+#[derive(Clone)]
+enum AnyQueue {
+    Logs(SinkQueue<LogBatch>),
+    Spans(SinkQueue<SpanBatch>),
+    Samples(SinkQueue<SampleBatch>),
+}
 
 /// What every component shares.
 pub struct Shared {
     pub telemetry: Arc<Telemetry>,
     pub interner: Arc<LabelInterner>,
     pub pipelines: ArcSwap<PipelineSet>,
-    pub routes: ArcSwap<RouteTable>,
+    pub routes: ArcSwap<Routes>,
     /// Where sources keep positions.
     pub data_dir: PathBuf,
 }
@@ -60,7 +93,7 @@ struct RunningSource {
 
 struct RunningSink {
     config: SinkConfig,
-    queue: SinkQueue,
+    queue: AnyQueue,
     task: JoinHandle<()>,
 }
 
@@ -97,14 +130,14 @@ impl Topology {
             interner: LabelInterner::new(limits, &telemetry.metrics.labels),
             telemetry,
             pipelines: ArcSwap::from_pointee(pipelines),
-            routes: ArcSwap::from_pointee(RouteTable::new()),
+            routes: ArcSwap::from_pointee(Routes::default()),
             data_dir,
         });
         let mut sinks = BTreeMap::new();
         for (name, sink) in &config.sinks {
             sinks.insert(name.clone(), start_sink(&shared, name, &sink.value)?);
         }
-        let routes = route_table(config.sources.keys(), &sinks);
+        let routes = routes(config.sources.iter().map(|(n, s)| (n, s.value.signal())), &sinks);
         shared.routes.store(Arc::new(routes));
         let mut sources = BTreeMap::new();
         for (name, source) in &config.sources {
@@ -147,7 +180,7 @@ impl Topology {
         // Sources end once they stopped reading and the sinks settled their batches (or the
         // sinks were cut off): wait for the sinks first, sources after.
         flush_held(&self.shared, true).await;
-        self.shared.routes.store(Arc::new(RouteTable::new()));
+        self.shared.routes.store(Arc::new(Routes::default()));
         let mut source_tasks = Vec::new();
         for (name, source) in self.sources {
             drop(source.config);
@@ -172,51 +205,63 @@ impl Topology {
     }
 }
 
-fn route_table<'a>(sources: impl Iterator<Item = &'a String>, sinks: &BTreeMap<String, RunningSink>) -> RouteTable {
-    sources
-        .map(|source| {
-            let queues = sinks
-                .values()
-                .filter(|s| s.config.sources().is_empty() || s.config.sources().iter().any(|x| x == source))
-                .map(|s| s.queue.clone())
-                .collect();
-            (source.clone(), queues)
-        })
-        .collect()
+/// Which queues each source feeds: the sinks of its signal that read it.
+fn routes<'a>(sources: impl Iterator<Item = (&'a String, Signal)>, sinks: &BTreeMap<String, RunningSink>) -> Routes {
+    let mut routes = Routes::default();
+    for (source, signal) in sources {
+        let feeds = |s: &&RunningSink| {
+            s.config.signal() == signal
+                && (s.config.sources().is_empty() || s.config.sources().iter().any(|x| x == source))
+        };
+        for sink in sinks.values().filter(feeds) {
+            match &sink.queue {
+                AnyQueue::Logs(q) => routes.logs.entry(source.clone()).or_default().push(q.clone()),
+                AnyQueue::Spans(q) => routes.spans.entry(source.clone()).or_default().push(q.clone()),
+                AnyQueue::Samples(q) => routes.samples.entry(source.clone()).or_default().push(q.clone()),
+            }
+        }
+    }
+    routes
 }
 
-fn start_sink(shared: &Arc<Shared>, name: &str, config: &SinkConfig) -> Result<RunningSink, BuildError> {
-    let handles = SinkHandles::new(&shared.telemetry.metrics.sink, name);
-    let queue_config = match config {
-        SinkConfig::Loki(c) => c.queue.clone(),
-        SinkConfig::Console(_) => Default::default(),
-    };
-    let (queue, rx) = SinkQueue::new(
+fn queue<B: Queued>(name: &str, config: &SinkConfig, handles: &SinkHandles) -> (SinkQueue<B>, QueueReceiver<B>) {
+    let queue_config = config.queue();
+    SinkQueue::new(
         name,
         queue_config.max_bytes.as_usize(),
         queue_config.when_full,
         handles.queue_bytes.clone(),
         handles.queue_capacity_bytes.clone(),
         handles.dropped("queue_full"),
-    );
-    let task = spawn_sink(name, config, rx, handles)?;
-    Ok(RunningSink { config: config.clone(), queue, task })
+    )
 }
 
-fn spawn_sink(
-    name: &str,
-    config: &SinkConfig,
-    rx: QueueReceiver,
-    handles: SinkHandles,
-) -> Result<JoinHandle<()>, BuildError> {
+fn start_sink(shared: &Arc<Shared>, name: &str, config: &SinkConfig) -> Result<RunningSink, BuildError> {
+    let handles = SinkHandles::new(&shared.telemetry.metrics.sink, name);
     let error = |message: String| BuildError::Sink { sink: name.to_string(), message };
-    Ok(match config {
-        SinkConfig::Console(c) => tokio::spawn(crate::sinks::console::run(c.clone(), rx, handles)),
-        SinkConfig::Loki(c) => {
-            let sink = crate::sinks::loki::LokiSink::build(c, handles).map_err(|e| error(e.to_string()))?;
-            tokio::spawn(sink.run(rx))
+    let (queue, task) = match config {
+        SinkConfig::Console(c) => {
+            let (q, rx) = queue(name, config, &handles);
+            (AnyQueue::Logs(q), tokio::spawn(crate::sinks::console::run(c.clone(), rx, handles)))
         }
-    })
+        SinkConfig::Loki(c) => {
+            let sink = crate::sinks::loki::LokiSink::build(c, handles.clone()).map_err(|e| error(e.to_string()))?;
+            let (q, rx) = queue(name, config, &handles);
+            (AnyQueue::Logs(q), tokio::spawn(sink.run(rx)))
+        }
+        SinkConfig::Otlp(c) => {
+            let sink = crate::sinks::otlp::OtlpSink::build(c, handles.clone()).map_err(|e| error(e.to_string()))?;
+            let (q, rx) = queue(name, config, &handles);
+            (AnyQueue::Spans(q), tokio::spawn(sink.run(rx)))
+        }
+        SinkConfig::PrometheusRemoteWrite(c) => {
+            let sink = crate::sinks::remote_write::RemoteWriteSink::build(c, handles.clone())
+                .map_err(|e| error(e.to_string()))?;
+            let (q, rx) = queue(name, config, &handles);
+            (AnyQueue::Samples(q), tokio::spawn(sink.run(rx)))
+        }
+    };
+    Ok(RunningSink { config: config.clone(), queue, task })
 }
 
 fn start_source(shared: &Arc<Shared>, name: &str, config: &SourceConfig) -> Result<RunningSource, BuildError> {
@@ -240,6 +285,22 @@ fn start_source(shared: &Arc<Shared>, name: &str, config: &SourceConfig) -> Resu
                 tracing::error!(source = %source_name, error = %e, "source stopped");
             }
         }),
+        SourceConfig::Otlp(c) => {
+            let emitter = SignalEmitter::new(name, Arc::clone(shared));
+            tokio::spawn(async move {
+                if let Err(e) = crate::sources::otlp::run(*c, emitter, token).await {
+                    tracing::error!(source = %source_name, error = %e, "source stopped");
+                }
+            })
+        }
+        SourceConfig::PrometheusScrape(c) => {
+            let emitter = SignalEmitter::new(name, Arc::clone(shared));
+            tokio::spawn(async move {
+                if let Err(e) = crate::sources::prometheus_scrape::run(*c, emitter, token).await {
+                    tracing::error!(source = %source_name, error = %e, "source stopped");
+                }
+            })
+        }
     };
     Ok(RunningSource { config: config.clone(), cancel, task })
 }
@@ -256,7 +317,7 @@ async fn flush_released(shared: &Shared, set: &PipelineSet, force: bool, keep: O
     let routes = shared.routes.load_full();
     let no_sink = prometheus_client::metrics::counter::Counter::default();
     for (source, out) in outputs {
-        let _ = emitter::deliver(&routes, &source, out.entries, out.acks, &no_sink).await;
+        let _ = emitter::deliver(&routes.logs, &source, out.entries, out.acks, &no_sink).await;
     }
 }
 

@@ -7,7 +7,7 @@
 //! source) and `drop_newest` drops the batch for this sink, counted as `queue_full`.
 
 use crate::config::common::WhenFull;
-use crate::event::LogBatch;
+use crate::event::{AckSet, LogBatch, SampleBatch, SpanBatch};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
@@ -27,18 +27,63 @@ impl Drop for QueuePermit {
     }
 }
 
+/// What a queue carries: log, span and sample batches.
+pub trait Queued: Send + 'static {
+    /// Memory the batch holds, for the queue's bound.
+    fn byte_size(&self) -> usize;
+    /// Records (lines, spans, samples) in the batch, for drop counters.
+    fn records(&self) -> usize;
+    /// Gives up the batch's acknowledgement tokens.
+    fn into_acks(self) -> AckSet;
+}
+
+impl Queued for LogBatch {
+    fn byte_size(&self) -> usize {
+        LogBatch::byte_size(self)
+    }
+    fn records(&self) -> usize {
+        self.entries.len()
+    }
+    fn into_acks(self) -> AckSet {
+        self.acks
+    }
+}
+
+impl Queued for SpanBatch {
+    fn byte_size(&self) -> usize {
+        self.bytes
+    }
+    fn records(&self) -> usize {
+        self.spans
+    }
+    fn into_acks(self) -> AckSet {
+        self.acks
+    }
+}
+
+impl Queued for SampleBatch {
+    fn byte_size(&self) -> usize {
+        SampleBatch::byte_size(self)
+    }
+    fn records(&self) -> usize {
+        self.samples.len()
+    }
+    fn into_acks(self) -> AckSet {
+        self.acks
+    }
+}
+
 /// A batch on its way to a sink, with the queue space it holds.
 #[derive(Debug)]
-pub struct QueuedBatch {
-    pub batch: LogBatch,
+pub struct QueuedBatch<B = LogBatch> {
+    pub batch: B,
     pub permit: Arc<QueuePermit>,
 }
 
 /// The sending side (cloned into every route that feeds the sink).
-#[derive(Clone)]
-pub struct SinkQueue {
+pub struct SinkQueue<B = LogBatch> {
     pub sink: Arc<str>,
-    tx: mpsc::UnboundedSender<QueuedBatch>,
+    tx: mpsc::UnboundedSender<QueuedBatch<B>>,
     permits: Arc<Semaphore>,
     capacity: usize,
     when_full: WhenFull,
@@ -46,8 +91,22 @@ pub struct SinkQueue {
     dropped_full: Counter,
 }
 
+impl<B> Clone for SinkQueue<B> {
+    fn clone(&self) -> Self {
+        SinkQueue {
+            sink: Arc::clone(&self.sink),
+            tx: self.tx.clone(),
+            permits: Arc::clone(&self.permits),
+            capacity: self.capacity,
+            when_full: self.when_full,
+            queued_bytes: self.queued_bytes.clone(),
+            dropped_full: self.dropped_full.clone(),
+        }
+    }
+}
+
 /// The sink's receiving side.
-pub type QueueReceiver = mpsc::UnboundedReceiver<QueuedBatch>;
+pub type QueueReceiver<B = LogBatch> = mpsc::UnboundedReceiver<QueuedBatch<B>>;
 
 /// Why a batch did not enter the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +115,7 @@ pub enum SendError {
     Closed,
 }
 
-impl SinkQueue {
+impl<B: Queued> SinkQueue<B> {
     /// A queue of `capacity` bytes for `sink`.
     pub fn new(
         sink: &str,
@@ -65,7 +124,7 @@ impl SinkQueue {
         queued_bytes: Gauge,
         capacity_gauge: Gauge,
         dropped_full: Counter,
-    ) -> (SinkQueue, QueueReceiver) {
+    ) -> (SinkQueue<B>, QueueReceiver<B>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = capacity.clamp(1, u32::MAX as usize);
         capacity_gauge.set(capacity as i64);
@@ -83,7 +142,7 @@ impl SinkQueue {
 
     /// Queues `batch`, waiting for room (or dropping it, per `when_full`). A batch larger than
     /// the whole queue waits for an empty queue.
-    pub async fn send(&self, batch: LogBatch) -> Result<(), SendError> {
+    pub async fn send(&self, batch: B) -> Result<(), SendError> {
         let bytes = batch.byte_size().max(1);
         let wanted = bytes.min(self.capacity) as u32;
         let permit = match self.when_full {
@@ -94,9 +153,9 @@ impl SinkQueue {
                 Ok(p) => p,
                 Err(tokio::sync::TryAcquireError::Closed) => return Err(SendError::Closed),
                 Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    self.dropped_full.inc_by(batch.entries.len() as u64);
+                    self.dropped_full.inc_by(batch.records() as u64);
                     // Dropped on purpose and counted: the source may go on.
-                    batch.acks.settle();
+                    batch.into_acks().settle();
                     return Ok(());
                 }
             },
@@ -130,7 +189,7 @@ mod tests {
         LogBatch::new(entries, AckSet::new())
     }
 
-    fn queue(capacity: usize, when_full: WhenFull) -> (SinkQueue, QueueReceiver, Gauge, Counter) {
+    fn queue(capacity: usize, when_full: WhenFull) -> (SinkQueue<LogBatch>, QueueReceiver<LogBatch>, Gauge, Counter) {
         let (gauge, dropped) = (Gauge::default(), Counter::default());
         let (q, rx) = SinkQueue::new("s", capacity, when_full, gauge.clone(), Gauge::default(), dropped.clone());
         (q, rx, gauge, dropped)
