@@ -36,6 +36,9 @@ step "python packages (in $venv)"
 requirements=$(find . -name requirements-test.txt -not -path './.git/*' | sort)
 "$venv/bin/python" -m pip install -q $(printf -- '-r %s ' $requirements) -e "clients/python[test]"
 
+# Integration tests that drive real clients (the OpenTelemetry SDK) use this interpreter.
+export SLUICE_TEST_PYTHON="$venv/bin/python"
+
 step "format and lints"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
