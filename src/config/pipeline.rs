@@ -21,7 +21,7 @@ pub struct PipelineFile {
     /// Which entries this pipeline processes; all of them when absent.
     #[serde(default, rename = "match")]
     pub selection: Selection,
-    #[serde(default)]
+    /// Required: an empty or half-written file must not load as a pipeline that does nothing.
     pub stages: Vec<Located<StageConfig>>,
     /// Test cases that `sluice test` and `sluice check` run.
     #[serde(default)]
@@ -406,6 +406,15 @@ tests:
         assert_eq!(drop.source.as_ref().unwrap().0, ["level", "svc"]);
         assert_eq!(drop.longer_than, Some(ByteSize(8192)));
         assert_eq!(file.tests[0].value.expect.dropped, Some(DroppedExpectation::No));
+    }
+
+    #[test]
+    fn an_empty_file_is_not_a_pipeline() {
+        assert!(parse_yaml_expanded::<PipelineFile>(Path::new("p.yaml"), "").is_err());
+        for text in ["\n# only a comment\nname: x\n", "name: x\n"] {
+            let err = parse_yaml_expanded::<PipelineFile>(Path::new("p.yaml"), text).unwrap_err();
+            assert!(err.message.contains("stages"), "{text:?}: {}", err.message);
+        }
     }
 
     #[test]

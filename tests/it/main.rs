@@ -6,3 +6,4 @@ mod support;
 mod compose;
 mod core;
 mod docker;
+mod reload;

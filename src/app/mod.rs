@@ -1,5 +1,13 @@
 //! The application: load and validate config, build the topology, serve HTTP, and handle
 //! signals and reloads until told to stop.
+//!
+//! Reloads come from the file watch ([`watch`]), SIGHUP and `POST /-/reload`. A reload loads and
+//! validates every file first; if any is invalid nothing changes, the errors are logged as
+//! `FILE:LINE:COL: message`, `sluice_config_last_reload_successful` is 0 and
+//! `sluice_config_reload_failures_total` counts it. Otherwise the topology applies the
+//! difference (see `Topology::reload`).
+
+pub mod watch;
 
 use crate::config::{self, AgentConfig, ConfigError, ConfigErrors, Position};
 use crate::pipeline::{BuildContext, LoadedPipeline, PipelineSet, build_set};
@@ -59,6 +67,10 @@ pub fn pipeline_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 /// Reads and parses one pipeline file.
 pub fn load_pipeline(path: &Path) -> Result<LoadedPipeline, ConfigError> {
     let text = config::read_file(path)?;
+    if text.trim().is_empty() {
+        // Often a file caught half-written; it will load when complete.
+        return Err(ConfigError::new(path, Position::START, "the pipeline file is empty"));
+    }
     let file = config::parse_yaml(path, &text)?;
     Ok(LoadedPipeline { path: path.to_path_buf(), file })
 }
@@ -146,6 +158,12 @@ pub async fn run(path: &Path) -> Result<(), AppError> {
         pipelines = loaded.pipelines.len(),
         "sluice started"
     );
+    let (changes_tx, mut changes) = mpsc::channel::<()>(1);
+    let watcher = tokio::spawn(watch::watch(
+        watch::Watched { agent_file: path.to_path_buf(), pipelines_dir: loaded.pipelines_dir.clone() },
+        changes_tx,
+    ));
+    let mut topology = topology;
     let mut reloader = Reloader { path: path.to_path_buf(), telemetry: Arc::clone(&telemetry), current: loaded };
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate());
     let mut sighup = signal(tokio::signal::unix::SignalKind::hangup());
@@ -154,14 +172,21 @@ pub async fn run(path: &Path) -> Result<(), AppError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                let _ = reloader.reload(&topology).await;
+                tracing::info!(trigger = "SIGHUP", "reloading the config");
+                let _ = reloader.reload(&mut topology).await;
+            }
+            Some(()) = changes.recv() => {
+                tracing::info!(trigger = "file change", "reloading the config");
+                let _ = reloader.reload(&mut topology).await;
             }
             Some(request) = reload_rx.recv() => {
-                let result = reloader.reload(&topology).await;
+                tracing::info!(trigger = "/-/reload", "reloading the config");
+                let result = reloader.reload(&mut topology).await;
                 let _ = request.send(result.map_err(|e| e.to_string()));
             }
         }
     }
+    watcher.abort();
     tracing::info!(deadline_ms = shutdown_timeout.as_millis() as u64, "shutting down: delivering what is pending");
     topology.shutdown(shutdown_timeout).await;
     server_cancel.cancel();
@@ -186,33 +211,51 @@ struct Reloader {
 }
 
 impl Reloader {
-    async fn reload(&mut self, topology: &Topology) -> Result<(), ConfigErrors> {
+    async fn reload(&mut self, topology: &mut Topology) -> Result<(), ConfigErrors> {
         let metrics = &self.telemetry.metrics.config;
         metrics.reloads.inc();
-        let shared = topology.shared();
-        let previous = shared.pipelines.load_full();
+        let previous = topology.shared().pipelines.load_full();
         let result = load_and_build(&self.path, &self.telemetry, Some(&previous));
+        drop(previous);
+        let refuse = |errors: ConfigErrors| {
+            metrics.reload_failures.inc();
+            metrics.last_reload_successful.set(0);
+            for e in &errors.0 {
+                tracing::error!(error = %e, "reload refused: the running config stays in force");
+            }
+            Err(errors)
+        };
         let (loaded, set) = match result {
             Ok(ok) => ok,
-            Err(errors) => {
-                metrics.reload_failures.inc();
-                metrics.last_reload_successful.set(0);
-                for e in &errors.0 {
-                    tracing::error!(error = %e, "reload refused: the running config stays in force");
-                }
-                return Err(errors);
+            Err(errors) => return refuse(errors),
+        };
+        for (what, changed) in [
+            ("server", loaded.agent.server != self.current.agent.server),
+            ("data_dir", loaded.data_dir != self.current.data_dir),
+            ("limits", loaded.agent.limits != self.current.agent.limits),
+        ] {
+            if changed {
+                tracing::warn!(setting = what, "this setting changed but takes effect only after a restart");
+            }
+        }
+        let summary = match topology.reload(&loaded.agent, set).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                let error = ConfigError::new(&self.path, Position::START, e.to_string());
+                return refuse(error.into());
             }
         };
-        if loaded.agent != self.current.agent {
-            tracing::warn!(
-                "the agent file changed: sources and sinks are rebuilt on restart in this version; pipelines are reloaded now"
-            );
-        }
-        topology.replace_pipelines(set).await;
         self.current = loaded;
         metrics.last_reload_successful.set(1);
         metrics.last_reload_success_timestamp_seconds.set(unix_now());
-        tracing::info!(pipelines = self.current.pipelines.len(), "config reloaded");
+        tracing::info!(
+            pipelines = self.current.pipelines.len(),
+            sources_started = ?summary.sources_started,
+            sources_stopped = ?summary.sources_stopped,
+            sinks_started = ?summary.sinks_started,
+            sinks_stopped = ?summary.sinks_stopped,
+            "config reloaded"
+        );
         Ok(())
     }
 }
