@@ -9,6 +9,7 @@ use crate::sinks::otlp::config::OtlpSinkConfig;
 use crate::sinks::remote_write::config::RemoteWriteConfig;
 use crate::sources::docker::config::DockerConfig;
 use crate::sources::file::FileConfig;
+use crate::sources::files::config::FilesConfig;
 use crate::sources::otlp::config::OtlpSourceConfig;
 use crate::sources::prometheus_scrape::config::ScrapeConfig;
 use crate::sources::stdin::StdinConfig;
@@ -104,6 +105,7 @@ impl Default for LimitsConfig {
 pub enum SourceConfig {
     Stdin(StdinConfig),
     File(FileConfig),
+    Files(Box<FilesConfig>),
     Docker(Box<DockerConfig>),
     Otlp(Box<OtlpSourceConfig>),
     PrometheusScrape(Box<ScrapeConfig>),
@@ -112,6 +114,7 @@ pub enum SourceConfig {
 crate::type_tagged!(SourceConfig, "source", {
     "stdin" => Stdin(StdinConfig),
     "file" => File(FileConfig),
+    "files" => Files(Box<FilesConfig>),
     "docker" => Docker(Box<DockerConfig>),
     "otlp" => Otlp(Box<OtlpSourceConfig>),
     "prometheus_scrape" => PrometheusScrape(Box<ScrapeConfig>),
@@ -143,6 +146,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Stdin(c) => &c.labels,
             SourceConfig::File(c) => &c.labels,
+            SourceConfig::Files(c) => &c.labels,
             SourceConfig::Docker(c) => &c.labels,
             SourceConfig::Otlp(_) | SourceConfig::PrometheusScrape(_) => &NO_LABELS,
         }
@@ -151,7 +155,7 @@ impl SourceConfig {
     /// What the source produces.
     pub fn signal(&self) -> Signal {
         match self {
-            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Docker(_) => Signal::Logs,
+            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Files(_) | SourceConfig::Docker(_) => Signal::Logs,
             SourceConfig::Otlp(_) => Signal::Traces,
             SourceConfig::PrometheusScrape(_) => Signal::Metrics,
         }

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod file;
+pub mod files;
 pub mod lines;
 pub mod otlp;
 pub mod positions;

@@ -366,6 +366,11 @@ fn start_source(shared: &Arc<Shared>, name: &str, config: &SourceConfig) -> Resu
                 tracing::error!(source = %source_name, error = %e, "source stopped");
             }
         }),
+        SourceConfig::Files(c) => tokio::spawn(async move {
+            if let Err(e) = crate::sources::files::run(*c, emitter, token).await {
+                tracing::error!(source = %source_name, error = %e, "source stopped");
+            }
+        }),
         SourceConfig::Docker(c) => tokio::spawn(async move {
             if let Err(e) = crate::sources::docker::run(*c, emitter, token).await {
                 tracing::error!(source = %source_name, error = %e, "source stopped");
