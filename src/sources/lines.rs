@@ -13,6 +13,7 @@ pub struct LineSplitter {
     /// Bytes of `buf` already searched for a newline.
     scanned: usize,
     max_line: usize,
+    chunk: usize,
 }
 
 /// One line from the splitter.
@@ -21,19 +22,33 @@ pub struct Line {
     pub bytes: Bytes,
     /// The line was cut at `max_line`; its rest follows as the next line.
     pub cut: bool,
+    /// Bytes of input this line used, terminator included (for byte offsets).
+    pub consumed: usize,
 }
 
 impl LineSplitter {
     pub fn new(max_line: usize) -> Self {
-        LineSplitter { buf: BytesMut::with_capacity(READ_CHUNK), scanned: 0, max_line: max_line.max(1) }
+        Self::with_chunk(max_line, READ_CHUNK)
     }
 
-    /// Room to read into: the caller reads into `spare()` and then calls `filled(n)`.
+    /// A splitter that reads `chunk` bytes at a time (smaller for many idle files).
+    pub fn with_chunk(max_line: usize, chunk: usize) -> Self {
+        LineSplitter { buf: BytesMut::new(), scanned: 0, max_line: max_line.max(1), chunk: chunk.max(64) }
+    }
+
+    /// Room to read into (at least a quarter of a chunk).
     pub fn reserve(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < self.chunk / 4 {
+            self.buf.reserve(self.chunk);
         }
         &mut self.buf
+    }
+
+    /// Gives back the buffer's memory when nothing is buffered (an idle file keeps none).
+    pub fn shrink(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// The next complete line (without `\n` or `\r\n`), if one is buffered.
@@ -47,13 +62,13 @@ impl LineSplitter {
                     line.truncate(end - 1);
                 }
                 self.scanned = 0;
-                return Some(Line { bytes: line.freeze(), cut: false });
+                return Some(Line { bytes: line.freeze(), cut: false, consumed: end + 1 });
             }
         }
         self.scanned = self.buf.len();
         if self.buf.len() >= self.max_line {
             self.scanned = 0;
-            return Some(Line { bytes: self.buf.split_to(self.max_line).freeze(), cut: true });
+            return Some(Line { bytes: self.buf.split_to(self.max_line).freeze(), cut: true, consumed: self.max_line });
         }
         None
     }

@@ -142,6 +142,15 @@ pub struct DockerMetrics {
     pub replays: CounterFamily<SourceLabel>,
 }
 
+/// The files source.
+#[derive(Default)]
+pub struct FilesMetrics {
+    pub malformed: CounterFamily<SourceLabel>,
+    pub truncations: CounterFamily<SourceLabel>,
+    pub waiting: GaugeFamily<SourceLabel>,
+    pub open_limit_reached: CounterFamily<SourceLabel>,
+}
+
 /// Config loading and reloads.
 #[derive(Default)]
 pub struct ConfigMetrics {
@@ -159,6 +168,7 @@ pub struct Metrics {
     pub labels: LabelMetrics,
     pub config: ConfigMetrics,
     pub docker: DockerMetrics,
+    pub files: FilesMetrics,
 }
 
 impl Metrics {
@@ -171,6 +181,7 @@ impl Metrics {
             labels: LabelMetrics::default(),
             config: ConfigMetrics::default(),
             docker: DockerMetrics::default(),
+            files: FilesMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
@@ -196,6 +207,14 @@ impl Metrics {
             "Lines the engine sent a second time (after log rotation), recognised by their timestamp and skipped",
             m.docker.replays.clone(),
         );
+        r.register(
+            "files_malformed_lines",
+            "Lines that did not parse in their file's format (CRI, json-file) and were passed through as they were",
+            m.files.malformed.clone(),
+        );
+        r.register("files_truncations", "Files found truncated and read again from the start", m.files.truncations.clone());
+        r.register("files_waiting", "Files matched but not followed because max_open_files was reached", m.files.waiting.clone());
+        r.register("files_open_limit_reached", "Scans that found more files than max_open_files allows", m.files.open_limit_reached.clone());
         r.register(
             "pipeline_errors",
             "Entries a stage could not process; they continued unchanged",

@@ -6,4 +6,5 @@ mod support;
 mod compose;
 mod core;
 mod docker;
+mod files;
 mod reload;

@@ -6,4 +6,5 @@
 pub mod agent;
 pub mod docker;
 pub mod lines;
+pub mod logfiles;
 pub mod loki;

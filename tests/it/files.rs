@@ -1,0 +1,228 @@
+//! The files source: real files written as the kubelet and dockerd write them, rotated by
+//! rename (older files gzipped) and by copy-truncate, while sluice follows them.
+
+use crate::support::agent::{Agent, AgentSetup};
+use crate::support::lines::nanos_ago;
+use crate::support::logfiles::{Format, LogWriter, Rotation};
+use crate::support::loki::{Answer, Limits, Stored, TestLoki};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+fn config(loki: &TestLoki, root: &Path, extra: &str) -> String {
+    format!(
+        "sources:\n  pods:\n    type: files\n    include: [\"{}/pods/*/*/*.log\"]\n    sync_period: 200ms\n    scan_interval: 1s\n    kubernetes: {{node: node-1}}\n{extra}sinks:\n  loki:\n    type: loki\n    url: {}\n    batch_wait: 100ms\n    backoff: {{min_period: 50ms, max_period: 1s}}\n",
+        root.display(),
+        loki.url()
+    )
+}
+
+fn pod_log(root: &Path, ns: &str, pod: &str, container: &str) -> std::path::PathBuf {
+    root.join(format!("pods/{ns}_{pod}_uid-{pod}/{container}/0.log"))
+}
+
+/// `(file, seq)` of every stored line written by [`numbered`].
+fn numbered_lines(stored: &[Stored]) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in stored {
+        let v: serde_json::Value = serde_json::from_str(&e.line).unwrap_or_else(|_| panic!("unexpected line {:.100}", e.line));
+        out.entry(v["file"].as_str().unwrap().to_string()).or_default().push(v["seq"].as_u64().unwrap());
+    }
+    out
+}
+
+fn numbered(file: &str, seq: u64) -> String {
+    format!(r#"{{"file":"{file}","seq":{seq},"msg":"request completed"}}"#)
+}
+
+fn assert_complete_in_order(by_file: &BTreeMap<String, Vec<u64>>, files: usize, per_file: u64) {
+    assert_eq!(by_file.len(), files);
+    for (file, seqs) in by_file {
+        assert_eq!(seqs, &(0..per_file).collect::<Vec<_>>(), "{file}: every line once, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_thousand_lines_over_fifty_rotating_files() {
+    const FILES: usize = 50;
+    const PER_FILE: u64 = 10_000;
+    let loki = TestLoki::start().await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("pods")).unwrap();
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    let base = nanos_ago(600);
+    let root_path = root.path().to_path_buf();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut writers: Vec<LogWriter> =
+            (0..FILES).map(|i| LogWriter::create(&pod_log(&root_path, "shop", &format!("api-{i}"), "app"), Format::Cri)).collect();
+        for round in 0..(PER_FILE / 100) {
+            for (i, w) in writers.iter_mut().enumerate() {
+                for k in 0..100 {
+                    let seq = round * 100 + k;
+                    w.line(base + seq as i64 * 1000 + i as i64, if seq % 4 == 3 { "stderr" } else { "stdout" }, &numbered(&format!("api-{i}"), seq));
+                    if seq % 2000 == 1999 {
+                        w.rotate(Rotation::Rename);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    writer.await.unwrap();
+    loki.wait_for(FILES * PER_FILE as usize, Duration::from_secs(180)).await;
+    assert_eq!(loki.duplicates(), 0);
+    let stored = loki.stored();
+    assert_complete_in_order(&numbered_lines(&stored), FILES, PER_FILE);
+    let e = &stored[0];
+    assert_eq!(e.labels.get("namespace").map(String::as_str), Some("shop"));
+    assert_eq!(e.labels.get("container").map(String::as_str), Some("app"));
+    assert_eq!(e.labels.get("node").map(String::as_str), Some("node-1"));
+    assert!(e.labels.get("pod").is_some_and(|p| p.starts_with("api-")));
+    assert!(e.metadata.get("pod_uid").is_some_and(|u| u.starts_with("uid-api-")), "the pod uid is metadata");
+    assert_eq!(stored.iter().filter(|e| e.labels["stream"] == "stderr").count(), FILES * PER_FILE as usize / 4);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_resume_from_acknowledged_offsets() {
+    let loki = TestLoki::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let path = pod_log(root.path(), "ns", "p", "c");
+    let mut w = LogWriter::create(&path, Format::Cri);
+    let base = nanos_ago(600);
+    for seq in 0..20_000u64 {
+        w.line(base + seq as i64, "stdout", &numbered("p", seq));
+    }
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    loki.wait_for(5_000, Duration::from_secs(30)).await;
+    let dir = agent.kill().await;
+    let before = loki.stored_count();
+    for seq in 20_000..30_000u64 {
+        w.line(base + seq as i64, "stdout", &numbered("p", seq));
+    }
+    let agent = Agent::start_in(dir, AgentSetup { body: &body, pipelines: &[] }).await;
+    loki.wait_for(30_000, Duration::from_secs(60)).await;
+    assert_complete_in_order(&numbered_lines(&loki.stored()), 1, 30_000);
+    // Lines delivered after the last saved position were read again; with the runtime's
+    // timestamps unchanged, Loki (like the test Loki) drops those exact duplicates.
+    assert!(loki.duplicates() <= before, "replayed {} of {before}", loki.duplicates());
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_lines_long_lines_and_malformed_lines() {
+    let loki = TestLoki::start_with(Limits { max_line_size: 256 * 1024, ..Limits::default() }).await;
+    let root = tempfile::tempdir().unwrap();
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    let mut w = LogWriter::create(&pod_log(root.path(), "ns", "p", "c"), Format::Cri);
+    let base = nanos_ago(60);
+    let joined = "abcdefghij".repeat(5_000);
+    w.cri_parts(base, "stdout", &joined, 16 * 1024);
+    let huge = "x".repeat(1 << 20);
+    w.cri_parts(base + 100, "stdout", &huge, 16 * 1024);
+    w.raw(b"this line is not CRI\n");
+    w.line(base + 200, "stderr", "after");
+    loki.wait_for(4, Duration::from_secs(20)).await;
+    let stored = loki.stored();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[0].line, joined, "P parts joined until F");
+    assert_eq!(stored[0].timestamp, base, "with the first part's time");
+    assert_eq!(stored[1].line.len(), 256 * 1024, "a 1 MiB line is cut to the sink's limit");
+    assert_eq!(stored[2].line, "this line is not CRI", "passed through as it is");
+    assert_eq!(stored[3].line, "after");
+    let m = agent.metrics().await;
+    assert_eq!(m.sum("sluice_sink_lines_truncated_total", &[]), 1.0);
+    assert_eq!(m.sum("sluice_files_malformed_lines_total", &[("source", "pods")]), 1.0);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_come_and_go_and_a_replaced_file_is_read_from_its_start() {
+    let loki = TestLoki::start().await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("pods")).unwrap();
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    let base = nanos_ago(60);
+    let first = pod_log(root.path(), "ns", "early", "c");
+    let mut w = LogWriter::create(&first, Format::Docker);
+    for seq in 0..100 {
+        w.line(base + seq, "stdout", &numbered("early", seq as u64));
+    }
+    loki.wait_for(100, Duration::from_secs(10)).await;
+    // The pod goes away.
+    std::fs::remove_dir_all(first.parent().unwrap().parent().unwrap()).unwrap();
+    // A new pod appears.
+    let mut late = LogWriter::create(&pod_log(root.path(), "ns", "late", "c"), Format::Docker);
+    for seq in 0..100 {
+        late.line(base + 1000 + seq, "stdout", &numbered("late", seq as u64));
+    }
+    loki.wait_for(200, Duration::from_secs(10)).await;
+    // The file is replaced by a different one under the same name.
+    let path = pod_log(root.path(), "ns", "late", "c");
+    std::fs::remove_file(&path).unwrap();
+    let mut replaced = LogWriter::create(&path, Format::Docker);
+    for seq in 0..50 {
+        replaced.line(base + 5000 + seq, "stdout", &numbered("replaced", seq as u64));
+    }
+    loki.wait_for(250, Duration::from_secs(10)).await;
+    let by_file = numbered_lines(&loki.stored());
+    assert_eq!(by_file["early"], (0..100).collect::<Vec<_>>());
+    assert_eq!(by_file["late"], (0..100).collect::<Vec<_>>());
+    assert_eq!(by_file["replaced"], (0..50).collect::<Vec<_>>());
+    assert_eq!(loki.duplicates(), 0);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_truncate_starts_again_at_zero() {
+    let loki = TestLoki::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    let path = pod_log(root.path(), "ns", "ct", "c");
+    let mut w = LogWriter::create(&path, Format::Cri);
+    let base = nanos_ago(60);
+    for seq in 0..500u64 {
+        w.line(base + seq as i64, "stdout", &numbered("ct", seq));
+    }
+    loki.wait_for(500, Duration::from_secs(10)).await;
+    w.rotate(Rotation::CopyTruncate);
+    for seq in 500..800u64 {
+        w.line(base + seq as i64, "stdout", &numbered("ct", seq));
+    }
+    loki.wait_for(800, Duration::from_secs(10)).await;
+    assert_complete_in_order(&numbered_lines(&loki.stored()), 1, 800);
+    assert_eq!(agent.metrics().await.sum("sluice_files_truncations_total", &[]), 1.0);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_loki_stops_the_reading_and_memory_stays_flat() {
+    let loki = TestLoki::start().await;
+    loki.set_default(Some(Answer::Status(503, None)));
+    let root = tempfile::tempdir().unwrap();
+    let path = pod_log(root.path(), "ns", "big", "c");
+    let mut w = LogWriter::create(&path, Format::Cri);
+    let base = nanos_ago(600);
+    let padding = "p".repeat(400);
+    for seq in 0..200_000u64 {
+        w.line(base + seq as i64, "stdout", &format!(r#"{{"file":"big","seq":{seq},"msg":"{padding}"}}"#));
+    }
+    let body = format!("{}    queue: {{max_bytes: 4MiB}}\n", config(&loki, root.path(), ""));
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m = agent.metrics().await;
+    let read = m.sum("sluice_source_bytes_total", &[]);
+    assert!(read < 20.0 * 1024.0 * 1024.0, "reading stopped at the bound: {read} bytes read of ~90 MB");
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let rss_kib: u64 = rss.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    assert!(rss_kib < 96 * 1024, "RSS {rss_kib} KiB");
+    loki.set_default(None);
+    loki.wait_for(200_000, Duration::from_secs(120)).await;
+    assert_eq!(loki.duplicates(), 0);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
