@@ -234,6 +234,12 @@ impl AgentConfig {
                     error(position, format!("source `{name}`: {message}"));
                 }
             }
+            if let SourceConfig::Otlp(otlp) = &source.value {
+                for (position, message) in otlp.validate() {
+                    let position = if position == Position::START { source.position } else { position };
+                    error(position, format!("source `{name}`: {message}"));
+                }
+            }
             for label in source.value.labels().keys() {
                 if !is_valid_name(label) || label.starts_with("__") {
                     error(
@@ -257,6 +263,12 @@ impl AgentConfig {
             if let SinkConfig::Loki(loki) = &sink.value {
                 for message in loki.validate() {
                     error(sink.position, format!("sink `{name}`: {message}"));
+                }
+            }
+            if let SinkConfig::Otlp(otlp) = &sink.value {
+                for (position, message) in otlp.validate() {
+                    let position = if position == Position::START { sink.position } else { position };
+                    error(position, format!("sink `{name}`: {message}"));
                 }
             }
         }

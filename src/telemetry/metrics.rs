@@ -67,6 +67,25 @@ pub struct LabelReason {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceTransport {
+    pub source: String,
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceTransportReason {
+    pub source: String,
+    pub transport: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceTrigger {
+    pub source: String,
+    pub trigger: String,
+}
+
 type CounterFamily<L> = Family<L, Counter>;
 type GaugeFamily<L> = Family<L, Gauge>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -151,6 +170,26 @@ pub struct FilesMetrics {
     pub open_limit_reached: CounterFamily<SourceLabel>,
 }
 
+/// The OTLP receiver and the span metrics it derives.
+#[derive(Default)]
+pub struct OtlpMetrics {
+    /// Spans accepted (answered with success), by transport (`grpc`, `http`).
+    pub received_spans: CounterFamily<SourceTransport>,
+    /// Spans refused with a retryable answer (the client keeps them and retries), by reason.
+    pub refused_spans: CounterFamily<SourceTransportReason>,
+    /// Requests refused for good (malformed, too large, wrong content type), by reason.
+    pub rejected_requests: CounterFamily<SourceTransportReason>,
+    /// Bytes of spans accepted and not yet exported, and the bound on them.
+    pub memory_bytes: GaugeFamily<SourceLabel>,
+    pub memory_limit_bytes: GaugeFamily<SourceLabel>,
+    /// Batches sent to the sinks, by what closed them (`size`, `timeout`, `max_size`, `shutdown`).
+    pub batches: CounterFamily<SourceTrigger>,
+    pub span_metrics_series: Gauge,
+    pub span_metrics_evicted: Counter,
+    pub span_metrics_overflow_spans: Counter,
+    pub span_metrics_dropped_spans: Counter,
+}
+
 /// Config loading and reloads.
 #[derive(Default)]
 pub struct ConfigMetrics {
@@ -168,6 +207,7 @@ pub struct Metrics {
     pub labels: LabelMetrics,
     pub config: ConfigMetrics,
     pub docker: DockerMetrics,
+    pub otlp: OtlpMetrics,
     pub files: FilesMetrics,
 }
 
@@ -181,6 +221,7 @@ impl Metrics {
             labels: LabelMetrics::default(),
             config: ConfigMetrics::default(),
             docker: DockerMetrics::default(),
+            otlp: OtlpMetrics::default(),
             files: FilesMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
@@ -215,6 +256,52 @@ impl Metrics {
         r.register("files_truncations", "Files found truncated and read again from the start", m.files.truncations.clone());
         r.register("files_waiting", "Files matched but not followed because max_open_files was reached", m.files.waiting.clone());
         r.register("files_open_limit_reached", "Scans that found more files than max_open_files allows", m.files.open_limit_reached.clone());
+        r.register(
+            "otlp_received_spans",
+            "Spans an OTLP receiver accepted, by transport",
+            m.otlp.received_spans.clone(),
+        );
+        r.register(
+            "otlp_refused_spans",
+            "Spans an OTLP receiver refused with a retryable answer (the client retries), by transport and reason",
+            m.otlp.refused_spans.clone(),
+        );
+        r.register(
+            "otlp_rejected_requests",
+            "OTLP requests refused for good (malformed, too large, unsupported content type), by reason",
+            m.otlp.rejected_requests.clone(),
+        );
+        r.register(
+            "otlp_memory_bytes",
+            "Bytes of spans an OTLP receiver accepted that are not yet exported",
+            m.otlp.memory_bytes.clone(),
+        );
+        r.register(
+            "otlp_memory_limit_bytes",
+            "Bound on the bytes of spans accepted and not yet exported; above it requests are refused",
+            m.otlp.memory_limit_bytes.clone(),
+        );
+        r.register("otlp_batches", "Span batches sent to the sinks, by what closed them", m.otlp.batches.clone());
+        r.register(
+            "span_metrics_series",
+            "Series of traces_span_metrics_* held (at most span_metrics.max_series, plus overflow series)",
+            m.otlp.span_metrics_series.clone(),
+        );
+        r.register(
+            "span_metrics_series_evicted",
+            "Span metric series removed after their expiration",
+            m.otlp.span_metrics_evicted.clone(),
+        );
+        r.register(
+            "span_metrics_overflow_spans",
+            "Spans counted in an overflow series because max_series was reached",
+            m.otlp.span_metrics_overflow_spans.clone(),
+        );
+        r.register(
+            "span_metrics_dropped_spans",
+            "Spans left out of span metrics because even the overflow series were at their cap",
+            m.otlp.span_metrics_dropped_spans.clone(),
+        );
         r.register(
             "pipeline_errors",
             "Entries a stage could not process; they continued unchanged",

@@ -14,6 +14,8 @@ pub struct Telemetry {
     pub registry: Registry,
     pub metrics: metrics::Metrics,
     pub custom: Arc<crate::pipeline::metrics_stage::CustomMetrics>,
+    /// `traces_span_metrics_*`, derived from the spans the OTLP receivers accept.
+    pub span_metrics: Arc<crate::sources::otlp::span_metrics::SpanMetrics>,
     pub readiness: Readiness,
 }
 
@@ -23,7 +25,16 @@ impl Telemetry {
         let metrics = metrics::Metrics::register(&mut registry);
         let custom = Arc::new(crate::pipeline::metrics_stage::CustomMetrics::default());
         registry.register_collector(Box::new(Arc::clone(&custom)));
-        Telemetry { registry, metrics, custom, readiness: Readiness::default() }
+        let span_metrics = Arc::new(crate::sources::otlp::span_metrics::SpanMetrics::new(
+            crate::sources::otlp::span_metrics::SpanMetricsHandles {
+                series: metrics.otlp.span_metrics_series.clone(),
+                evicted: metrics.otlp.span_metrics_evicted.clone(),
+                overflow_spans: metrics.otlp.span_metrics_overflow_spans.clone(),
+                dropped_spans: metrics.otlp.span_metrics_dropped_spans.clone(),
+            },
+        ));
+        registry.register_collector(Box::new(Arc::clone(&span_metrics)));
+        Telemetry { registry, metrics, custom, span_metrics, readiness: Readiness::default() }
     }
 
     /// The metrics in the Prometheus text format.
