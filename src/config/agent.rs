@@ -240,6 +240,12 @@ impl AgentConfig {
                     error(position, format!("source `{name}`: {message}"));
                 }
             }
+            if let SourceConfig::PrometheusScrape(scrape) = &source.value {
+                for (position, message) in scrape.validate() {
+                    let position = if position == Position::START { source.position } else { position };
+                    error(position, format!("source `{name}`: {message}"));
+                }
+            }
             for label in source.value.labels().keys() {
                 if !is_valid_name(label) || label.starts_with("__") {
                     error(
@@ -262,6 +268,11 @@ impl AgentConfig {
             }
             if let SinkConfig::Loki(loki) = &sink.value {
                 for message in loki.validate() {
+                    error(sink.position, format!("sink `{name}`: {message}"));
+                }
+            }
+            if let SinkConfig::PrometheusRemoteWrite(remote_write) = &sink.value {
+                for message in remote_write.validate() {
                     error(sink.position, format!("sink `{name}`: {message}"));
                 }
             }

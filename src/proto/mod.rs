@@ -3,3 +3,4 @@
 //! against and what the test receiver decodes with.
 
 pub mod logproto;
+pub mod remote_write;

@@ -86,6 +86,19 @@ pub struct SourceTrigger {
     pub trigger: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeJob {
+    pub source: String,
+    pub scrape_job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeJobReason {
+    pub source: String,
+    pub scrape_job: String,
+    pub reason: String,
+}
+
 type CounterFamily<L> = Family<L, Counter>;
 type GaugeFamily<L> = Family<L, Gauge>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -190,6 +203,32 @@ pub struct OtlpMetrics {
     pub span_metrics_dropped_spans: Counter,
 }
 
+/// Scraping (`prometheus_scrape`), per source and job. The label is `scrape_job`, not `job`, so
+/// that it does not clash with the `job` Prometheus gives sluice's own target.
+pub struct ScrapeMetrics {
+    pub scrapes: CounterFamily<ScrapeJob>,
+    pub failures: CounterFamily<ScrapeJobReason>,
+    pub samples: CounterFamily<ScrapeJob>,
+    pub targets: GaugeFamily<ScrapeJob>,
+    pub duration: HistogramFamily<ScrapeJob>,
+}
+
+fn scrape_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+impl Default for ScrapeMetrics {
+    fn default() -> Self {
+        ScrapeMetrics {
+            scrapes: Family::default(),
+            failures: Family::default(),
+            samples: Family::default(),
+            targets: Family::default(),
+            duration: Family::new_with_constructor(scrape_duration_histogram),
+        }
+    }
+}
+
 /// Config loading and reloads.
 #[derive(Default)]
 pub struct ConfigMetrics {
@@ -207,6 +246,7 @@ pub struct Metrics {
     pub labels: LabelMetrics,
     pub config: ConfigMetrics,
     pub docker: DockerMetrics,
+    pub scrape: ScrapeMetrics,
     pub otlp: OtlpMetrics,
     pub files: FilesMetrics,
 }
@@ -221,6 +261,7 @@ impl Metrics {
             labels: LabelMetrics::default(),
             config: ConfigMetrics::default(),
             docker: DockerMetrics::default(),
+            scrape: ScrapeMetrics::default(),
             otlp: OtlpMetrics::default(),
             files: FilesMetrics::default(),
         };
@@ -301,6 +342,19 @@ impl Metrics {
             "span_metrics_dropped_spans",
             "Spans left out of span metrics because even the overflow series were at their cap",
             m.otlp.span_metrics_dropped_spans.clone(),
+        );
+        r.register("scrapes", "Scrapes of a target, failed or not, by job", m.scrape.scrapes.clone());
+        r.register(
+            "scrape_failures",
+            "Scrapes that failed, by job and reason (timeout, connection, http_status, body_too_large, parse, invalid_series, sample_limit, auth)",
+            m.scrape.failures.clone(),
+        );
+        r.register("scrape_samples", "Samples read from the expositions of a job's targets", m.scrape.samples.clone());
+        r.register("scrape_targets", "Targets a job scrapes", m.scrape.targets.clone());
+        r.register(
+            "scrape_duration_seconds",
+            "Time a scrape took, from request to parsed body",
+            m.scrape.duration.clone(),
         );
         r.register(
             "pipeline_errors",
