@@ -7,4 +7,5 @@ mod compose;
 mod core;
 mod docker;
 mod files;
+mod metrics;
 mod reload;

@@ -5,6 +5,8 @@
 
 pub mod agent;
 pub mod docker;
+pub mod exporter;
 pub mod lines;
 pub mod logfiles;
 pub mod loki;
+pub mod prometheus;
