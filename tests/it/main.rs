@@ -9,3 +9,4 @@ mod docker;
 mod files;
 mod metrics;
 mod reload;
+mod traces;

@@ -9,4 +9,5 @@ pub mod exporter;
 pub mod lines;
 pub mod logfiles;
 pub mod loki;
+pub mod otlp;
 pub mod prometheus;

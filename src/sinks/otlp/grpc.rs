@@ -73,8 +73,8 @@ impl GrpcExporter {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let mut tls = tls_config(&config.tls)?;
-        tls.alpn_protocols = vec![b"h2".to_vec()];
+        // `enable_http2` below sets ALPN to h2.
+        let tls = tls_config(&config.tls)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -7,6 +7,19 @@ fn final_codes_name_their_drop_reason() {
     assert_eq!(grpc_reason(tonic::Code::ResourceExhausted), "rejected_resource_exhausted");
 }
 
+#[tokio::test]
+async fn builds_both_exporters_without_connecting() {
+    for yaml in [
+        "{endpoint: 'http://127.0.0.1:9', compression: gzip, headers: {X-Tenant: a}}",
+        "{endpoint: 'https://jaeger.example:4317', tls: {server_name: jaeger}}",
+        "{endpoint: 'http://127.0.0.1:9', protocol: http, compression: gzip, headers: {x-tenant: a}}",
+    ] {
+        let config: config::OtlpSinkConfig = serde_saphyr::from_str(yaml).unwrap();
+        let handles = SinkHandles::new(&crate::telemetry::metrics::SinkMetrics::default(), "t");
+        assert!(OtlpSink::build(&config, handles).is_ok(), "{yaml}");
+    }
+}
+
 #[test]
 fn config_validation_and_http_url() {
     let config = |yaml: &str| -> config::OtlpSinkConfig { serde_saphyr::from_str(yaml).unwrap() };

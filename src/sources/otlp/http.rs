@@ -10,7 +10,7 @@ use super::{Receiver, Refusal, Transport};
 use crate::event::spans::rpc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -86,6 +86,36 @@ fn success(format: Format, rejected_spans: i64, error_message: &str) -> Response
     response
 }
 
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Past the limit, this much more of a body is read and thrown away before answering 413, so
+/// that the client reads the answer instead of a connection reset (a "lingering close").
+const DRAIN: usize = 8 << 20;
+
+/// Reads a body of at most `max` bytes.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut over = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        if over > 0 || buf.len() + data.len() > max {
+            over += data.len();
+            buf = bytes::BytesMut::new();
+            if over > DRAIN {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if over > 0 { Err(BodyError::TooLarge) } else { Ok(buf.freeze()) }
+}
+
 fn header_str(request: &http::Request<Incoming>, name: header::HeaderName) -> &str {
     request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -139,21 +169,13 @@ async fn handle(
             &format!("the request is larger than the limit of {max} bytes"),
         )
     };
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return Ok(too_large(&receiver));
-    }
-    let body = match Limited::new(request.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Ok(too_large(&receiver)),
-        Err(e) => {
+    let body = match read_body(request.into_body(), max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Ok(too_large(&receiver)),
+        Err(BodyError::Read(e)) => {
             receiver.reject(Transport::Http, "read_error");
-            return Ok(status(
-                StatusCode::BAD_REQUEST,
-                format,
-                tonic::Code::InvalidArgument,
-                &format!("cannot read the body: {e}"),
-            ));
+            let message = format!("cannot read the body: {e}");
+            return Ok(status(StatusCode::BAD_REQUEST, format, tonic::Code::InvalidArgument, &message));
         }
     };
     let body = if gzip {
