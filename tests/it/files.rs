@@ -21,12 +21,18 @@ fn pod_log(root: &Path, ns: &str, pod: &str, container: &str) -> std::path::Path
     root.join(format!("pods/{ns}_{pod}_uid-{pod}/{container}/0.log"))
 }
 
-/// `(file, seq)` of every stored line written by [`numbered`].
-fn numbered_lines(stored: &[Stored]) -> BTreeMap<String, Vec<u64>> {
-    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+/// The `seq` of every stored line written by [`numbered`], by file and stream, in stored order.
+fn numbered_lines(stored: &[Stored]) -> BTreeMap<String, BTreeMap<String, Vec<u64>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<u64>>> = BTreeMap::new();
     for e in stored {
-        let v: serde_json::Value = serde_json::from_str(&e.line).unwrap_or_else(|_| panic!("unexpected line {:.100}", e.line));
-        out.entry(v["file"].as_str().unwrap().to_string()).or_default().push(v["seq"].as_u64().unwrap());
+        let v: serde_json::Value =
+            serde_json::from_str(&e.line).unwrap_or_else(|_| panic!("unexpected line {:.100}", e.line));
+        let stream = e.labels.get("stream").cloned().unwrap_or_default();
+        out.entry(v["file"].as_str().unwrap().to_string())
+            .or_default()
+            .entry(stream)
+            .or_default()
+            .push(v["seq"].as_u64().unwrap());
     }
     out
 }
@@ -35,10 +41,18 @@ fn numbered(file: &str, seq: u64) -> String {
     format!(r#"{{"file":"{file}","seq":{seq},"msg":"request completed"}}"#)
 }
 
-fn assert_complete_in_order(by_file: &BTreeMap<String, Vec<u64>>, files: usize, per_file: u64) {
+/// Every line of every file once; in order within each stream (Loki orders entries per stream,
+/// not across them).
+fn assert_complete_in_order(by_file: &BTreeMap<String, BTreeMap<String, Vec<u64>>>, files: usize, per_file: u64) {
     assert_eq!(by_file.len(), files);
-    for (file, seqs) in by_file {
-        assert_eq!(seqs, &(0..per_file).collect::<Vec<_>>(), "{file}: every line once, in order");
+    for (file, streams) in by_file {
+        for (stream, seqs) in streams {
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{file} {stream}: in order");
+        }
+        let mut all: Vec<u64> = streams.values().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all.len() as u64, per_file, "{file}: every line once");
+        assert!(all.iter().copied().eq(0..per_file), "{file}: every line once");
     }
 }
 
@@ -54,13 +68,18 @@ async fn five_hundred_thousand_lines_over_fifty_rotating_files() {
     let base = nanos_ago(600);
     let root_path = root.path().to_path_buf();
     let writer = tokio::task::spawn_blocking(move || {
-        let mut writers: Vec<LogWriter> =
-            (0..FILES).map(|i| LogWriter::create(&pod_log(&root_path, "shop", &format!("api-{i}"), "app"), Format::Cri)).collect();
+        let mut writers: Vec<LogWriter> = (0..FILES)
+            .map(|i| LogWriter::create(&pod_log(&root_path, "shop", &format!("api-{i}"), "app"), Format::Cri))
+            .collect();
         for round in 0..(PER_FILE / 100) {
             for (i, w) in writers.iter_mut().enumerate() {
                 for k in 0..100 {
                     let seq = round * 100 + k;
-                    w.line(base + seq as i64 * 1000 + i as i64, if seq % 4 == 3 { "stderr" } else { "stdout" }, &numbered(&format!("api-{i}"), seq));
+                    w.line(
+                        base + seq as i64 * 1000 + i as i64,
+                        if seq % 4 == 3 { "stderr" } else { "stdout" },
+                        &numbered(&format!("api-{i}"), seq),
+                    );
                     if seq % 2000 == 1999 {
                         w.rotate(Rotation::Rename);
                     }
@@ -108,6 +127,39 @@ async fn sigkill_and_restart_resume_from_acknowledged_offsets() {
     // Lines delivered after the last saved position were read again; with the runtime's
     // timestamps unchanged, Loki (like the test Loki) drops those exact duplicates.
     assert!(loki.duplicates() <= before, "replayed {} of {before}", loki.duplicates());
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_while_stopped_are_read_from_the_saved_position_in_order() {
+    let loki = TestLoki::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let path = pod_log(root.path(), "ns", "down", "c");
+    let mut w = LogWriter::create(&path, Format::Cri);
+    let base = nanos_ago(600);
+    let mut seq = 0u64;
+    let mut write = |w: &mut LogWriter, n: u64| {
+        for _ in 0..n {
+            w.line(base + seq as i64, "stdout", &numbered("down", seq));
+            seq += 1;
+        }
+    };
+    write(&mut w, 1_000);
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    loki.wait_for(1_000, Duration::from_secs(20)).await;
+    let dir = agent.dir_after_stop().await;
+    // While sluice is down: the file gets more lines, is rotated, gzipped, rotated again.
+    write(&mut w, 500);
+    w.rotate(Rotation::Rename);
+    write(&mut w, 500);
+    w.rotate(Rotation::Rename);
+    write(&mut w, 300);
+    assert!(path.with_file_name("0.log.1.gz").exists() && path.with_file_name("0.log.2").exists());
+    let agent = Agent::start_in(dir, AgentSetup { body: &body, pipelines: &[] }).await;
+    loki.wait_for(2_300, Duration::from_secs(30)).await;
+    assert_complete_in_order(&numbered_lines(&loki.stored()), 1, 2_300);
+    assert_eq!(loki.duplicates(), 0, "resumed at the saved offset inside the gzipped file");
     assert_eq!(agent.stop().await.0, Some(0));
 }
 
@@ -170,9 +222,9 @@ async fn pods_come_and_go_and_a_replaced_file_is_read_from_its_start() {
     }
     loki.wait_for(250, Duration::from_secs(10)).await;
     let by_file = numbered_lines(&loki.stored());
-    assert_eq!(by_file["early"], (0..100).collect::<Vec<_>>());
-    assert_eq!(by_file["late"], (0..100).collect::<Vec<_>>());
-    assert_eq!(by_file["replaced"], (0..50).collect::<Vec<_>>());
+    assert_eq!(by_file["early"]["stdout"], (0..100).collect::<Vec<_>>());
+    assert_eq!(by_file["late"]["stdout"], (0..100).collect::<Vec<_>>());
+    assert_eq!(by_file["replaced"]["stdout"], (0..50).collect::<Vec<_>>());
     assert_eq!(loki.duplicates(), 0);
     assert_eq!(agent.stop().await.0, Some(0));
 }
@@ -219,7 +271,15 @@ async fn a_refusing_loki_stops_the_reading_and_memory_stays_flat() {
     let read = m.sum("sluice_source_bytes_total", &[]);
     assert!(read < 20.0 * 1024.0 * 1024.0, "reading stopped at the bound: {read} bytes read of ~90 MB");
     let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    let rss_kib: u64 = rss.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    let rss_kib: u64 = rss
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
     assert!(rss_kib < 96 * 1024, "RSS {rss_kib} KiB");
     loki.set_default(None);
     loki.wait_for(200_000, Duration::from_secs(120)).await;

@@ -26,17 +26,6 @@ fn save_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Writes numbered lines until `until` says stop; returns how many it wrote.
-async fn write_until(agent: &mut Agent, from: usize, base: i64, stop: impl Fn(usize) -> bool) -> usize {
-    let mut n = from;
-    while !stop(n) {
-        agent.write_lines((n..n + 50).map(|i| structured(i, base))).await;
-        n += 50;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    n
-}
-
 /// The version label of every stored line, by sequence number.
 fn versions(loki: &TestLoki) -> Vec<(usize, Option<u32>)> {
     let mut v: Vec<(usize, Option<u32>)> = loki

@@ -69,21 +69,33 @@ impl Decoder {
         match self.format {
             FileFormat::Cri => self.cri(line),
             FileFormat::Docker => self.docker(line),
-            FileFormat::Raw | FileFormat::Auto => Some(Decoded { time: None, stream: None, content: line, malformed: false }),
+            FileFormat::Raw | FileFormat::Auto => {
+                Some(Decoded { time: None, stream: None, content: line, malformed: false })
+            }
         }
     }
 
     /// What is held, as an entry (the file ended or was rotated).
     pub fn flush(&mut self) -> Option<Decoded> {
-        self.partial.take().map(|p| Decoded { time: Some(p.time), stream: Some(p.stream), content: p.joined.freeze(), malformed: false })
+        self.partial.take().map(|p| Decoded {
+            time: Some(p.time),
+            stream: Some(p.stream),
+            content: p.joined.freeze(),
+            malformed: false,
+        })
     }
 
     fn join(&mut self, time: i64, stream: StreamKind, content: &[u8], complete: bool) -> Option<Decoded> {
         match self.partial.as_mut() {
-            None if complete => Some(Decoded { time: Some(time), stream: Some(stream), content: Bytes::copy_from_slice(content), malformed: false }),
+            None if complete => Some(Decoded {
+                time: Some(time),
+                stream: Some(stream),
+                content: Bytes::copy_from_slice(content),
+                malformed: false,
+            }),
             None => {
                 self.partial = Some(Partial { time, stream, joined: BytesMut::from(content) });
-                return None;
+                None
             }
             Some(p) => {
                 p.joined.extend_from_slice(content);
@@ -102,7 +114,12 @@ impl Decoder {
         if cri.partial || self.partial.is_some() {
             return self.join(cri.time, cri.stream, cri.content, !cri.partial);
         }
-        Some(Decoded { time: Some(cri.time), stream: Some(cri.stream), content: line.slice_ref(cri.content), malformed: false })
+        Some(Decoded {
+            time: Some(cri.time),
+            stream: Some(cri.stream),
+            content: line.slice_ref(cri.content),
+            malformed: false,
+        })
     }
 
     fn docker(&mut self, line: Bytes) -> Option<Decoded> {
@@ -136,7 +153,11 @@ mod tests {
     fn cri_partial_lines_join_until_full() {
         let (out, format) = decode_all(
             FileFormat::Auto,
-            &["2024-05-06T07:08:09.000000001Z stdout P part one ", "2024-05-06T07:08:09.000000002Z stdout F and two", "2024-05-06T07:08:10Z stderr F alone"],
+            &[
+                "2024-05-06T07:08:09.000000001Z stdout P part one ",
+                "2024-05-06T07:08:09.000000002Z stdout F and two",
+                "2024-05-06T07:08:10Z stderr F alone",
+            ],
         );
         assert_eq!(format, FileFormat::Cri);
         assert_eq!(out.len(), 2);
@@ -174,7 +195,10 @@ mod tests {
     fn joining_stops_at_the_limit_and_flushes() {
         let mut d = Decoder::new(FileFormat::Cri, 8);
         assert!(d.decode(Bytes::from_static(b"2024-05-06T07:08:09Z stdout P 12345")).is_none());
-        assert_eq!(&d.decode(Bytes::from_static(b"2024-05-06T07:08:09Z stdout P 6789")).unwrap().content[..], b"123456789");
+        assert_eq!(
+            &d.decode(Bytes::from_static(b"2024-05-06T07:08:09Z stdout P 6789")).unwrap().content[..],
+            b"123456789"
+        );
         assert!(d.decode(Bytes::from_static(b"2024-05-06T07:08:09Z stdout P x")).is_none());
         assert!(d.holds_partial());
         assert_eq!(&d.flush().unwrap().content[..], b"x");

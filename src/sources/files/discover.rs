@@ -65,7 +65,10 @@ impl Globs {
         for p in include {
             Pattern::new(p).map_err(|e| format!("invalid glob `{p}`: {e}"))?;
         }
-        let exclude = exclude.iter().map(|p| Pattern::new(p).map_err(|e| format!("invalid glob `{p}`: {e}"))).collect::<Result<_, _>>()?;
+        let exclude = exclude
+            .iter()
+            .map(|p| Pattern::new(p).map_err(|e| format!("invalid glob `{p}`: {e}")))
+            .collect::<Result<_, _>>()?;
         Ok(Globs { include: include.to_vec(), exclude })
     }
 
@@ -90,7 +93,10 @@ impl Globs {
             .include
             .iter()
             .map(|p| {
-                let prefix: PathBuf = Path::new(p).components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
+                let prefix: PathBuf = Path::new(p)
+                    .components()
+                    .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                    .collect();
                 if prefix == Path::new(p) { prefix.parent().map(Path::to_path_buf).unwrap_or_default() } else { prefix }
             })
             .filter(|p| !p.as_os_str().is_empty())
@@ -133,7 +139,15 @@ mod tests {
     #[test]
     fn kubelet_paths() {
         let p = PodPath::parse(Path::new("/var/log/pods/shop_api-7d4b9c-xk2lp_1f0e-22aa/api/0.log")).unwrap();
-        assert_eq!(p, PodPath { namespace: "shop".into(), pod: "api-7d4b9c-xk2lp".into(), uid: "1f0e-22aa".into(), container: "api".into() });
+        assert_eq!(
+            p,
+            PodPath {
+                namespace: "shop".into(),
+                pod: "api-7d4b9c-xk2lp".into(),
+                uid: "1f0e-22aa".into(),
+                container: "api".into()
+            }
+        );
         assert_eq!(PodPath::parse(Path::new("/var/log/app.log")), None);
     }
 
@@ -147,7 +161,8 @@ mod tests {
         }
         let root = dir.path().display().to_string();
         let g = Globs::new(&[format!("{root}/*/*/*.log")], &[format!("{root}/*/skip/*")]).unwrap();
-        let found: Vec<String> = g.expand().iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
+        let found: Vec<String> =
+            g.expand().iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(found, ["ns_a_1/c/0.log", "ns_b_2/c/0.log"]);
         assert_eq!(g.roots(), [dir.path().to_path_buf()]);
         assert!(Globs::new(&["[".into()], &[]).is_err());

@@ -1,39 +1,42 @@
 //! `files`: container log files of a Kubernetes node (CRI) or a Docker host (json-file), and any
 //! other log files, found by glob, followed through rotation, with acknowledged positions.
 //!
-//! One manager task per source expands the globs (every `scan_interval`, and soon after an
-//! inotify event under the patterns' directories), starts a follower per file (see [`tailer`])
-//! up to `max_open_files`, wakes followers whose file changed, and saves positions.
+//! The manager expands the globs (every `scan_interval`, and soon after an inotify event under
+//! the patterns' directories), starts one task per matched path (see [`path`]) up to
+//! `max_open_files`, wakes the task of a path that changed, and saves positions.
 //!
-//! Positions are kept per file identity (device and inode, with a fingerprint of the first
-//! bytes against inode reuse): the offset after the newest entry every sink settled. At start a
-//! file resumes there; a file that was renamed by a rotation while sluice was down is found in
-//! its directory by its identity and read to its end. Entries of files that are gone are pruned
-//! when positions are saved. When the sinks' queues are full, followers stop reading: the files
-//! are the buffer and memory stays flat.
+//! Positions are kept per path: the generation it is reading (device and inode, with a
+//! fingerprint of the first bytes against inode reuse) and the offset after the newest entry
+//! every sink settled. At start a path resumes there, in its current file or, when a rotation
+//! happened while sluice was down, in the rotated file (found by identity, or by content once
+//! gzipped), then reads the generations written since. Positions of paths whose directory is
+//! gone are pruned when positions are saved. When the sinks' queues are full, reading stops:
+//! the files are the buffer and memory stays flat.
 
 pub mod config;
 pub mod decode;
 pub mod discover;
+pub mod generations;
+pub mod path;
 pub mod tailer;
 
 use crate::event::{LabelSet, LogBatch};
 use crate::sources::file::StartAt;
-use crate::sources::positions::{Checkpoints, PositionsFile};
+use crate::sources::positions::PositionsFile;
 use crate::telemetry::metrics::SourceLabel;
 use crate::topology::Emitter;
 use bytes::Bytes;
 use config::FilesConfig;
-use decode::Decoder;
 use discover::{FileId, Fingerprint, Globs, PodPath};
+use generations::History;
 use notify::{RecursiveMode, Watcher};
-use parking_lot::Mutex;
+use path::{PathState, PathTask, Position, Start};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tailer::{FileLabels, TailContext, TailEnd, Tailed};
+use std::time::{Duration, SystemTime};
+use tailer::{FileLabels, TailContext, TailEnd};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -46,28 +49,19 @@ pub enum FilesError {
     Positions(std::io::Error),
 }
 
-/// The positions file of a files source.
+/// The positions file of a files source: per path, the generation and offset it is up to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Saved {
-    files: BTreeMap<String, SavedFile>,
+    paths: BTreeMap<PathBuf, Position>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SavedFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    offset: u64,
-    fingerprint: Fingerprint,
-}
+/// A path's task ended: how, and what it read.
+type TaskExit = (PathBuf, TailEnd, History);
 
-fn key(id: FileId) -> String {
-    format!("{}:{}", id.dev, id.ino)
-}
-
-struct Running {
-    tailed: Arc<Tailed>,
-    task: Option<JoinHandle<()>>,
+/// A path being followed.
+struct Followed {
+    state: Arc<PathState>,
+    task: JoinHandle<()>,
 }
 
 struct Manager {
@@ -77,15 +71,21 @@ struct Manager {
     base_labels: LabelSet,
     positions: PositionsFile,
     saved: Saved,
-    files: HashMap<FileId, Running>,
-    by_path: HashMap<PathBuf, FileId>,
-    context: Arc<TailContext>,
-    exits: (mpsc::UnboundedSender<(FileId, TailEnd)>, mpsc::UnboundedReceiver<(FileId, TailEnd)>),
+    /// Rotated files modified before this are history for paths without a position.
+    started: SystemTime,
+    first_scan: bool,
+    paths: HashMap<PathBuf, Followed>,
+    /// Paths whose task ended, kept until every batch they sent is acknowledged.
+    ended: Vec<Arc<PathState>>,
+    /// What ended tasks read, for a later task of the same path (a file deleted and created
+    /// again): its rotated files read already are not read again.
+    histories: HashMap<PathBuf, History>,
+    context: Option<Arc<TailContext>>,
+    exits: (mpsc::UnboundedSender<TaskExit>, mpsc::UnboundedReceiver<TaskExit>),
     open: prometheus_client::metrics::gauge::Gauge,
     waiting: prometheus_client::metrics::gauge::Gauge,
     limit_hits: prometheus_client::metrics::counter::Counter,
     warned_limit: bool,
-    first_scan: bool,
 }
 
 pub async fn run(config: FilesConfig, emitter: Emitter, cancel: CancellationToken) -> Result<(), FilesError> {
@@ -124,30 +124,18 @@ pub async fn run(config: FilesConfig, emitter: Emitter, cancel: CancellationToke
         globs,
         positions,
         saved,
-        files: HashMap::new(),
-        by_path: HashMap::new(),
-        context,
+        started: SystemTime::now(),
+        first_scan: true,
+        paths: HashMap::new(),
+        ended: Vec::new(),
+        histories: HashMap::new(),
+        context: Some(context),
         exits: mpsc::unbounded_channel(),
         warned_limit: false,
-        first_scan: true,
     };
     let emit_task = tokio::spawn(emit_loop(emitter, rx));
     manager.run(&cancel).await;
-    manager.context.cancel.cancel();
-    for running in manager.files.values_mut() {
-        if let Some(task) = running.task.take() {
-            let _ = task.await;
-        }
-    }
-    // The followers' sender goes with the context; then the emitter drains.
-    let context = std::mem::replace(&mut manager.context, Arc::new(TailContext {
-        batches: mpsc::channel(1).0,
-        cancel: CancellationToken::new(),
-        malformed: Default::default(),
-        truncations: Default::default(),
-        source: String::new(),
-    }));
-    drop(context);
+    manager.stop().await;
     let _ = emit_task.await;
     manager.wait_for_acks(Duration::from_secs(60)).await;
     manager.save().await;
@@ -175,7 +163,6 @@ impl Manager {
         let mut scan = tokio::time::interval(self.config.scan_interval.0);
         let mut save = tokio::time::interval(self.config.sync_period.0);
         save.tick().await;
-        self.resume_rotated();
         loop {
             if let Some(w) = watcher.as_mut() {
                 for root in self.globs.roots() {
@@ -190,9 +177,9 @@ impl Manager {
                 _ = scan.tick() => self.scan(),
                 Some(paths) = events.recv() => {
                     let mut unknown = false;
-                    for p in paths.iter().chain(std::iter::from_fn(|| events.try_recv().ok()).flatten().collect::<Vec<_>>().iter()) {
-                        match self.by_path.get(p).and_then(|id| self.files.get(id)) {
-                            Some(running) => running.tailed.wake.notify_one(),
+                    for p in paths.into_iter().chain(std::iter::from_fn(|| events.try_recv().ok()).flatten()) {
+                        match self.paths.get(&p) {
+                            Some(followed) => followed.state.wake.notify_one(),
                             None => unknown = true,
                         }
                     }
@@ -200,15 +187,27 @@ impl Manager {
                         self.scan();
                     }
                 }
-                Some((id, end)) = self.exits.1.recv() => self.follower_ended(id, end),
+                Some((base, end, history)) = self.exits.1.recv() => self.task_ended(base, end, history),
                 _ = save.tick() => self.save().await,
             }
         }
     }
 
+    /// Cancels the paths' tasks and waits for them; their senders go with the context.
+    async fn stop(&mut self) {
+        if let Some(context) = self.context.take() {
+            context.cancel.cancel();
+        }
+        for (_, followed) in self.paths.drain() {
+            let _ = followed.task.await;
+            self.ended.push(followed.state);
+        }
+    }
+
     /// The labels of a file: the source's, plus `filename`, or the pod's from a kubelet path.
     fn labels(&self, path: &Path) -> FileLabels {
-        let mut pairs: Vec<(String, String)> = self.base_labels.pairs().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let mut pairs: Vec<(String, String)> =
+            self.base_labels.pairs().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         let mut metadata = Vec::new();
         match (self.config.kubernetes.as_ref(), PodPath::parse(path)) {
             (Some(k8s), Some(pod)) => {
@@ -222,28 +221,26 @@ impl Manager {
             }
             _ => pairs.push(("filename".into(), path.display().to_string())),
         }
-        let with = |stream: Option<&str>| LabelSet::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(stream.map(|s| ("stream", s))));
+        let with = |stream: Option<&str>| {
+            LabelSet::from_pairs(
+                pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(stream.map(|s| ("stream", s))),
+            )
+        };
         FileLabels { plain: with(None), stdout: with(Some("stdout")), stderr: with(Some("stderr")), metadata }
     }
 
-    /// Expands the globs and follows what is new.
+    /// Expands the globs and follows the paths that are new.
     fn scan(&mut self) {
-        let found = self.globs.expand();
         let mut waiting = 0;
-        for path in found {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            let id = FileId::of(&meta);
-            if let Some(running) = self.files.get(&id) {
-                *running.tailed.path.lock() = path.clone();
-                self.by_path.insert(path, id);
+        for path in self.globs.expand() {
+            if self.paths.contains_key(&path) {
                 continue;
             }
-            if self.files.values().filter(|r| r.task.is_some()).count() >= self.config.max_open_files {
+            if self.paths.len() >= self.config.max_open_files {
                 waiting += 1;
                 continue;
             }
-            let start = self.start_offset(&path, id, meta.len());
-            self.start(path, id, start, Fingerprint::of(b""));
+            self.follow(path);
         }
         if waiting > 0 {
             self.limit_hits.inc();
@@ -256,114 +253,107 @@ impl Manager {
         self.first_scan = false;
     }
 
-    /// Where a newly found file starts: its saved position if the fingerprint still matches.
-    fn start_offset(&self, path: &Path, id: FileId, size: u64) -> u64 {
-        if let Some(saved) = self.saved.files.get(&key(id)) {
-            let same_file = Fingerprint::read(path, saved.fingerprint.len as usize).map(|fp| fp == saved.fingerprint).unwrap_or(false);
-            if same_file {
-                return if saved.offset <= size { saved.offset } else { 0 };
-            }
-        }
-        if self.first_scan && self.config.start_at == StartAt::End { size } else { 0 }
-    }
-
-    /// Files with a position that the globs no longer match (renamed by a rotation while sluice
-    /// was down) are found in their directory by identity and read to their end.
-    fn resume_rotated(&mut self) {
-        let matched: HashSet<FileId> = self.globs.expand().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| FileId::of(&m)).collect();
-        let saved: Vec<SavedFile> = self.saved.files.values().cloned().collect();
-        for s in saved {
-            let id = FileId { dev: s.dev, ino: s.ino };
-            if matched.contains(&id) {
-                continue;
-            }
-            let Some(dir) = s.path.parent() else { continue };
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if FileId::of(&meta) != id || meta.len() <= s.offset {
-                    continue;
-                }
-                if Fingerprint::read(&entry.path(), s.fingerprint.len as usize).ok() == Some(s.fingerprint) {
-                    tracing::info!(source = %self.name, path = %entry.path().display(), "reading the rest of a file rotated while sluice was down");
-                    self.start(entry.path(), id, s.offset, s.fingerprint);
-                }
-            }
-        }
-    }
-
-    fn start(&mut self, path: PathBuf, id: FileId, offset: u64, fingerprint: Fingerprint) {
-        let labels = self.labels(&path);
-        let tailed = Arc::new(Tailed {
-            id,
-            path: Mutex::new(path.clone()),
-            fingerprint: Mutex::new(fingerprint),
-            checkpoints: Mutex::new(Checkpoints::default()),
-            committed: Mutex::new(Some(offset)),
-            wake: tokio::sync::Notify::new(),
-        });
-        let decoder = Decoder::new(self.config.format, crate::sources::stdin::MAX_LINE);
-        let context = Arc::clone(&self.context);
+    fn follow(&mut self, base: PathBuf) {
+        let Some(context) = self.context.clone() else { return };
+        let Ok(meta) = std::fs::metadata(&base) else { return };
+        let start = self.start_of(&base, &meta);
+        let state = PathState::new(base.clone());
+        let task = PathTask {
+            state: Arc::clone(&state),
+            ctx: context,
+            labels: self.labels(&base),
+            format: self.config.format,
+        };
         let exits = self.exits.0.clone();
-        let follower = Arc::clone(&tailed);
         let task = tokio::spawn(async move {
-            let end = tailer::follow(follower, context, labels, decoder, offset).await;
-            let _ = exits.send((id, end));
+            let (end, history) = task.run(start).await;
+            let _ = exits.send((base, end, history));
         });
-        self.by_path.insert(path, id);
-        self.files.insert(id, Running { tailed, task: Some(task) });
+        self.paths.insert(state.base.clone(), Followed { state, task });
         self.open.inc();
     }
 
-    fn follower_ended(&mut self, id: FileId, end: TailEnd) {
+    /// Where a path's task begins: at its saved position (in the current file, or in the rotated
+    /// file it was in when sluice stopped), or, without one, at the start of its file (its end
+    /// on the first scan with `start_at: end`).
+    fn start_of(&mut self, base: &Path, meta: &std::fs::Metadata) -> Start {
+        let id = FileId::of(meta);
+        let history = self.histories.remove(base);
+        let resumed_history = history.is_some();
+        let mut start =
+            Start { history: history.unwrap_or_else(|| History::since(self.started)), resume: None, current: None };
+        let Some(saved) = self.saved.paths.get(base).copied() else {
+            if self.first_scan && self.config.start_at == StartAt::End {
+                start.current = Some((id, meta.len()));
+            }
+            return start;
+        };
+        let same_content = |path: &Path| {
+            saved.fingerprint.len > 0
+                && Fingerprint::read(path, saved.fingerprint.len as usize).is_ok_and(|fp| fp == saved.fingerprint)
+        };
+        if !saved.compressed && saved.id() == id && (saved.fingerprint.len == 0 || same_content(base)) {
+            start.current = Some((id, saved.offset));
+            return start;
+        }
+        if resumed_history {
+            return start;
+        }
+        // The file of the saved position was rotated while sluice was down.
+        let found = generations::siblings(base).into_iter().find(|g| {
+            let same_file = !g.compressed && g.id == saved.id() && same_content(&g.path);
+            same_file || (g.compressed && saved.fingerprint.len > 0 && g.fingerprint() == Some(saved.fingerprint))
+        });
+        match found {
+            Some(generation) => {
+                tracing::info!(source = %self.name, path = %generation.path.display(), offset = saved.offset, "resuming in a file rotated while sluice was down");
+                start.history = History::since(generation.modified);
+                start.resume = Some((generation, saved.offset));
+            }
+            None => {
+                tracing::warn!(source = %self.name, path = %base.display(), "the file of the saved position is gone (rotated away while sluice was down): its unread lines are lost; reading the current file from its start");
+            }
+        }
+        start
+    }
+
+    fn task_ended(&mut self, base: PathBuf, end: TailEnd, history: History) {
+        let Some(followed) = self.paths.remove(&base) else { return };
         self.open.dec();
-        if let Some(running) = self.files.get_mut(&id) {
-            running.task = None;
+        if let Some(position) = followed.state.position() {
+            self.saved.paths.insert(base.clone(), position);
         }
-        if end != TailEnd::Cancelled {
-            // The path may name a new file now; a scan picks it up, and frees a slot.
-            self.scan();
+        self.ended.push(followed.state);
+        self.histories.insert(base, history);
+        if end == TailEnd::Failed {
+            tracing::warn!(source = %self.name, "a file could not be read; it is tried again at the next scan");
         }
+        // A slot is free: a waiting path may take it.
+        self.scan();
     }
 
     async fn wait_for_acks(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
-            if !self.files.values().any(|r| r.tailed.checkpoints.lock().unresolved() > 0) {
+            if !self.ended.iter().any(|state| state.unresolved()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Writes the committed offsets; forgets files that are gone and fully read.
+    /// Writes the paths' positions; forgets paths whose directory is gone.
     async fn save(&mut self) {
-        let mut next = BTreeMap::new();
-        let mut done = Vec::new();
-        for (id, running) in &self.files {
-            let t = &running.tailed;
-            let Some(offset) = *t.committed.lock() else { continue };
-            let path = t.path.lock().clone();
-            let exists = std::fs::metadata(&path).map(|m| FileId::of(&m) == *id).unwrap_or(false);
-            let finished = running.task.is_none() && t.checkpoints.lock().in_flight() == 0;
-            if finished && !exists {
-                done.push(*id);
-                continue;
-            }
-            next.insert(key(*id), SavedFile { path, dev: id.dev, ino: id.ino, offset, fingerprint: *t.fingerprint.lock() });
-        }
-        for id in done {
-            self.files.remove(&id);
-            self.by_path.retain(|_, v| *v != id);
-        }
-        // Saved entries of files not followed now stay while the file exists (it may come back
-        // into the globs); those whose file is gone are pruned.
-        for (k, s) in &self.saved.files {
-            if !next.contains_key(k) && std::fs::metadata(&s.path).map(|m| FileId::of(&m) == FileId { dev: s.dev, ino: s.ino }).unwrap_or(false) {
-                next.insert(k.clone(), s.clone());
+        for state in self.paths.values().map(|f| &f.state).chain(&self.ended) {
+            if let Some(position) = state.position() {
+                self.saved.paths.insert(state.base.clone(), position);
             }
         }
-        self.saved.files = next;
+        self.ended.retain(|state| state.unresolved());
+        let gone = |base: &Path| !base.parent().is_some_and(Path::is_dir);
+        let followed = &self.paths;
+        self.saved.paths.retain(|base, _| followed.contains_key(base) || !gone(base));
+        self.histories.retain(|base, _| !gone(base));
         if let Err(e) = self.positions.save_async(self.saved.clone()).await {
             tracing::error!(source = %self.name, path = %self.positions.path().display(), error = %e, "cannot save positions");
         }

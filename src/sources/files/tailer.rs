@@ -1,9 +1,16 @@
-//! Following one file: read from its position as it grows, decode its lines, send batches, and
-//! notice when it is truncated (start again at 0), rotated or deleted (read the old file to its
-//! end through the open descriptor, then stop; the manager follows the new file).
+//! Reading one generation of a file: decode its lines and send them in batches.
 //!
-//! Positions are byte offsets. Each batch carries a checkpoint: the offset after its last
-//! complete entry (never inside a line still being joined), committed once the sinks settled it.
+//! - [`Mode::Follow`]: the file the path names now. Read as it grows; when it shrinks it was
+//!   truncated (copy-truncate rotation) and is read again from 0; when the path names another
+//!   file or nothing (rename rotation, deletion) the old file is read to its end through the open
+//!   descriptor, with a grace period for the writer's last lines, and the read ends
+//!   ([`TailEnd::Moved`]).
+//! - [`Mode::Drain`]: a rotated generation, plain or gzipped, read once to its end
+//!   ([`TailEnd::Drained`]).
+//!
+//! Positions are content offsets (decompressed ones for a gzipped file). Each batch carries a
+//! checkpoint: the offset after its last complete entry (never inside a line still being
+//! joined), committed in [`Tailed`] once the sinks settled it.
 
 use super::decode::{Decoded, Decoder};
 use super::discover::{FINGERPRINT_BYTES, FileId, Fingerprint};
@@ -12,22 +19,23 @@ use crate::formats::StreamKind;
 use crate::sources::lines::LineSplitter;
 use crate::sources::positions::Checkpoints;
 use crate::sources::stdin::{MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LINE};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use std::io::SeekFrom;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// How often an idle file is read again when no event woke its follower.
+/// How often an idle file is read again when no event woke its reader.
 const POLL: Duration = Duration::from_secs(1);
-/// How long the old file of a rotation is given for its last writes.
-const ROTATION_GRACE: Duration = Duration::from_millis(200);
+/// How long a rotated file must be quiet before its end is taken as final.
+pub const ROTATION_GRACE: Duration = Duration::from_millis(200);
 /// Bytes read at once.
 const CHUNK: usize = 16 * 1024;
 
@@ -40,18 +48,35 @@ pub struct FileLabels {
     pub metadata: Vec<(Arc<str>, Bytes)>,
 }
 
-/// A followed file, shared by its follower, the manager and the ack callbacks.
+/// One generation being read, shared by its reader, its path's task and the ack callbacks.
 pub struct Tailed {
     pub id: FileId,
-    pub path: Mutex<PathBuf>,
+    pub compressed: bool,
+    pub path: PathBuf,
+    /// Of the content's first [`FINGERPRINT_BYTES`] (fewer while the file is shorter).
     pub fingerprint: Mutex<Fingerprint>,
     pub checkpoints: Mutex<Checkpoints<u64>>,
-    pub committed: Mutex<Option<u64>>,
-    /// Wakes the follower (a change event for its path).
-    pub wake: Notify,
+    /// The content offset up to which the sinks settled every entry.
+    pub committed: AtomicU64,
+    /// Read to its end; nothing more will be sent.
+    pub done: AtomicBool,
 }
 
-/// What the followers of a source share.
+impl Tailed {
+    pub fn new(id: FileId, compressed: bool, path: PathBuf, fingerprint: Fingerprint, start: u64) -> Arc<Tailed> {
+        Arc::new(Tailed {
+            id,
+            compressed,
+            path,
+            fingerprint: Mutex::new(fingerprint),
+            checkpoints: Mutex::new(Checkpoints::default()),
+            committed: AtomicU64::new(start),
+            done: AtomicBool::new(false),
+        })
+    }
+}
+
+/// What the readers of a source share.
 pub struct TailContext {
     pub batches: mpsc::Sender<LogBatch>,
     pub cancel: CancellationToken,
@@ -60,104 +85,240 @@ pub struct TailContext {
     pub source: String,
 }
 
-/// How a follower ended.
+/// How a read ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TailEnd {
-    /// The path now names another file (rotation, replacement) or nothing: the old one was read
-    /// to its end.
+    /// The path now names another file or nothing: the old one was read to its end.
     Moved,
+    /// A rotated generation was read to its end.
+    Drained,
     Cancelled,
     Failed,
 }
 
-struct Pending {
-    entries: Vec<LogEntry>,
-    bytes: usize,
+/// Whether the reader follows the file a path names or reads a rotated generation once.
+pub enum Mode<'a> {
+    /// `wake` is notified on change events for the path.
+    Follow {
+        wake: &'a Notify,
+    },
+    Drain,
 }
 
-pub async fn follow(t: Arc<Tailed>, ctx: Arc<TailContext>, labels: FileLabels, decoder: Decoder, start: u64) -> TailEnd {
-    let path = t.path.lock().clone();
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
+/// Reads `t` from content offset `start`; returns how it ended and the offset reached.
+pub async fn read(
+    t: Arc<Tailed>,
+    ctx: &TailContext,
+    labels: &FileLabels,
+    format: super::config::FileFormat,
+    start: u64,
+    mode: Mode<'_>,
+) -> (TailEnd, u64) {
+    let mut input = match Input::open(&t, start).await {
+        Ok(input) => input,
         Err(e) => {
-            tracing::debug!(source = %ctx.source, path = %path.display(), error = %e, "cannot open file");
-            return TailEnd::Moved;
+            tracing::debug!(source = %ctx.source, path = %t.path.display(), error = %e, "cannot open file");
+            return (TailEnd::Moved, start);
         }
     };
-    match file.metadata().await {
-        Ok(m) if FileId::of(&m) == t.id => {}
-        // The path was rotated between discovery and opening: the manager will find both.
-        _ => return TailEnd::Moved,
+    let mut reader = Reader {
+        t,
+        ctx,
+        labels,
+        decoder: Decoder::new(format, MAX_LINE),
+        offset: start,
+        complete: start,
+        splitter: LineSplitter::with_chunk(MAX_LINE, CHUNK),
+        pending: Vec::new(),
+        pending_bytes: 0,
+    };
+    let end = match mode {
+        Mode::Follow { wake } => reader.follow(&mut input, wake).await,
+        Mode::Drain => reader.drain(&mut input).await,
+    };
+    if matches!(end, TailEnd::Moved | TailEnd::Drained) {
+        reader.t.done.store(true, Ordering::Release);
     }
-    let mut follower = Follower { t, ctx, labels, decoder, offset: start, complete: start, splitter: LineSplitter::with_chunk(MAX_LINE, CHUNK), pending: Pending { entries: Vec::new(), bytes: 0 } };
-    if follower.offset > 0 && file.seek(SeekFrom::Start(follower.offset)).await.is_err() {
-        return TailEnd::Failed;
-    }
-    follower.run(&mut file, &path).await
+    (end, reader.offset)
 }
 
-struct Follower {
-    t: Arc<Tailed>,
-    ctx: Arc<TailContext>,
-    labels: FileLabels,
-    decoder: Decoder,
-    /// Offset of the next byte to read.
-    offset: u64,
-    /// Offset after the last complete entry.
-    complete: u64,
-    splitter: LineSplitter,
-    pending: Pending,
+/// Where a generation's bytes come from.
+enum Input {
+    File(tokio::fs::File),
+    /// A gzipped generation, decompressed in chunks on the blocking pool; `carry` is the part
+    /// of a chunk not read yet.
+    Gzip {
+        chunks: mpsc::Receiver<std::io::Result<Bytes>>,
+        carry: Option<Bytes>,
+    },
 }
 
-impl Follower {
-    async fn run(&mut self, file: &mut tokio::fs::File, path: &PathBuf) -> TailEnd {
-        let mut rotated_at: Option<tokio::time::Instant> = None;
-        loop {
-            if self.ctx.cancel.is_cancelled() {
-                return TailEnd::Cancelled;
+impl Input {
+    async fn open(t: &Tailed, start: u64) -> std::io::Result<Input> {
+        let mut file = tokio::fs::File::open(&t.path).await?;
+        if FileId::of(&file.metadata().await?) != t.id {
+            // Rotated between discovery and opening: the path's task finds both files.
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the path names another file now"));
+        }
+        if !t.compressed {
+            if start > 0 {
+                file.seek(SeekFrom::Start(start)).await?;
             }
-            let n = match file.read_buf(self.splitter.reserve()).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(source = %self.ctx.source, path = %path.display(), error = %e, "read failed; the file is left");
-                    return TailEnd::Failed;
+            return Ok(Input::File(file));
+        }
+        let mut chunks = gunzip(file.into_std().await);
+        let mut skipped = 0u64;
+        while skipped < start {
+            match chunks.recv().await {
+                Some(Ok(chunk)) if skipped + chunk.len() as u64 > start => {
+                    // The rest of a chunk that goes past `start` is the first thing read.
+                    let rest = chunk.slice((start - skipped) as usize..);
+                    return Ok(Input::Gzip { chunks, carry: Some(rest) });
                 }
-            };
-            if n > 0 {
-                self.offset += n as u64;
-                self.take_lines();
-                self.refresh_fingerprint(file).await;
-                if self.pending.entries.len() >= MAX_BATCH_LINES || self.pending.bytes >= MAX_BATCH_BYTES {
-                    if self.send().await.is_err() {
-                        return TailEnd::Cancelled;
+                Some(Ok(chunk)) => skipped += chunk.len() as u64,
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(Input::Gzip { chunks, carry: None })
+    }
+
+    async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Input::File(file) => file.read_buf(buf).await,
+            Input::Gzip { chunks, carry } => {
+                let next = match carry.take() {
+                    Some(rest) => Some(Ok(rest)),
+                    None => chunks.recv().await,
+                };
+                match next {
+                    Some(Ok(chunk)) => {
+                        buf.put_slice(&chunk);
+                        Ok(chunk.len())
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Ok(0),
+                }
+            }
+        }
+    }
+}
+
+/// Decompresses a gzipped file on the blocking pool, a chunk at a time (memory stays bounded
+/// whatever the file's size).
+fn gunzip(file: std::fs::File) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            match decoder.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        return;
                     }
                 }
-                continue;
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+struct Reader<'a> {
+    t: Arc<Tailed>,
+    ctx: &'a TailContext,
+    labels: &'a FileLabels,
+    decoder: Decoder,
+    /// Content offset of the next byte to read.
+    offset: u64,
+    /// Content offset after the last complete entry.
+    complete: u64,
+    splitter: LineSplitter,
+    pending: Vec<LogEntry>,
+    pending_bytes: usize,
+}
+
+impl Reader<'_> {
+    /// Reads what is there; `Ok(true)` when something was.
+    async fn read_some(&mut self, input: &mut Input) -> Result<bool, TailEnd> {
+        if self.ctx.cancel.is_cancelled() {
+            return Err(TailEnd::Cancelled);
+        }
+        let n = input.read_into(self.splitter.reserve()).await.map_err(|e| {
+            tracing::warn!(source = %self.ctx.source, path = %self.t.path.display(), error = %e, "read failed; the file is left");
+            TailEnd::Failed
+        })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.offset += n as u64;
+        self.take_lines();
+        if let Input::File(file) = input {
+            self.refresh_fingerprint(file).await;
+        }
+        if self.pending.len() >= MAX_BATCH_LINES || self.pending_bytes >= MAX_BATCH_BYTES {
+            self.send().await?;
+        }
+        Ok(true)
+    }
+
+    async fn drain(&mut self, input: &mut Input) -> TailEnd {
+        loop {
+            match self.read_some(input).await {
+                Err(end) => return end,
+                Ok(true) => continue,
+                Ok(false) => {}
+            }
+            // A plain file renamed a moment ago may still get its writer's last lines.
+            if let Input::File(file) = input {
+                let quiet = file.metadata().await.ok().and_then(|m| m.modified().ok()).and_then(|m| m.elapsed().ok());
+                if quiet.is_some_and(|q| q < ROTATION_GRACE) {
+                    tokio::time::sleep(ROTATION_GRACE / 4).await;
+                    continue;
+                }
+            }
+            return self.finish(TailEnd::Drained).await;
+        }
+    }
+
+    async fn follow(&mut self, input: &mut Input, wake: &Notify) -> TailEnd {
+        let Input::File(_) = input else { return TailEnd::Failed };
+        let mut moved_at: Option<tokio::time::Instant> = None;
+        loop {
+            match self.read_some(input).await {
+                Err(end) => return end,
+                Ok(true) => continue,
+                Ok(false) => {}
             }
             // At the end of what is written.
-            if self.send().await.is_err() {
-                return TailEnd::Cancelled;
+            if let Err(end) = self.send().await {
+                return end;
             }
             self.splitter.shrink();
+            let Input::File(file) = input else { return TailEnd::Failed };
             let size = file.metadata().await.map(|m| m.len()).unwrap_or(self.offset);
             if size < self.offset {
                 self.ctx.truncations.inc();
-                tracing::info!(source = %self.ctx.source, path = %path.display(), "file truncated; reading it from the start");
+                tracing::info!(source = %self.ctx.source, path = %self.t.path.display(), "file truncated; reading it from the start");
                 if file.seek(SeekFrom::Start(0)).await.is_err() {
                     return TailEnd::Failed;
                 }
                 self.restart_at_zero();
                 continue;
             }
-            let same = tokio::fs::metadata(path).await.map(|m| FileId::of(&m) == self.t.id).unwrap_or(false);
+            let same = tokio::fs::metadata(&self.t.path).await.map(|m| FileId::of(&m) == self.t.id).unwrap_or(false);
             if !same {
-                // Rotated or deleted: give the old file a moment for its last writes, then stop.
-                match rotated_at {
-                    None => rotated_at = Some(tokio::time::Instant::now()),
-                    Some(at) if at.elapsed() >= ROTATION_GRACE => {
-                        self.flush_rest();
-                        return if self.send().await.is_err() { TailEnd::Cancelled } else { TailEnd::Moved };
-                    }
+                // Rotated or deleted: the old file gets a grace period for its last writes.
+                match moved_at {
+                    None => moved_at = Some(tokio::time::Instant::now()),
+                    Some(at) if at.elapsed() >= ROTATION_GRACE => return self.finish(TailEnd::Moved).await,
                     Some(_) => {}
                 }
                 tokio::time::sleep(ROTATION_GRACE / 4).await;
@@ -165,9 +326,26 @@ impl Follower {
             }
             tokio::select! {
                 _ = self.ctx.cancel.cancelled() => return TailEnd::Cancelled,
-                _ = self.t.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
+        }
+    }
+
+    /// At the end of a generation: what is held goes out as it is.
+    async fn finish(&mut self, end: TailEnd) -> TailEnd {
+        if let Some(rest) = self.splitter.take_rest() {
+            if let Some(decoded) = self.decoder.decode(rest) {
+                self.push(decoded);
+            }
+        }
+        if let Some(decoded) = self.decoder.flush() {
+            self.push(decoded);
+        }
+        self.complete = self.offset;
+        match self.send().await {
+            Ok(()) => end,
+            Err(end) => end,
         }
     }
 
@@ -185,8 +363,7 @@ impl Follower {
         if known as usize >= FINGERPRINT_BYTES || self.offset <= known {
             return;
         }
-        let Ok(std_file) = file.try_clone().await.map(|f| f.try_into_std()) else { return };
-        let Ok(std_file) = std_file else { return };
+        let Ok(Ok(std_file)) = file.try_clone().await.map(|f| f.try_into_std()) else { return };
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; FINGERPRINT_BYTES];
             let n = std_file.read_at(&mut buf, 0).unwrap_or(0);
@@ -213,19 +390,6 @@ impl Follower {
         }
     }
 
-    /// At the end of a rotated file: what is held goes out as it is.
-    fn flush_rest(&mut self) {
-        if let Some(rest) = self.splitter.take_rest() {
-            if let Some(decoded) = self.decoder.decode(rest) {
-                self.push(decoded);
-            }
-        }
-        if let Some(decoded) = self.decoder.flush() {
-            self.push(decoded);
-        }
-        self.complete = self.offset;
-    }
-
     fn push(&mut self, d: Decoded) {
         if d.malformed {
             self.ctx.malformed.inc();
@@ -239,25 +403,24 @@ impl Follower {
         for (name, value) in &self.labels.metadata {
             entry.metadata.set(Arc::clone(name), value.clone());
         }
-        self.pending.bytes += entry.line.len();
-        self.pending.entries.push(entry);
+        self.pending_bytes += entry.line.len();
+        self.pending.push(entry);
     }
 
     /// Sends what is pending with a token that commits the checkpoint once settled.
-    async fn send(&mut self) -> Result<(), ()> {
-        if self.pending.entries.is_empty() {
+    async fn send(&mut self) -> Result<(), TailEnd> {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let entries = std::mem::take(&mut self.pending.entries);
-        self.pending.bytes = 0;
+        let entries = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let seq = self.t.checkpoints.lock().push(self.complete);
         let tailed = Arc::clone(&self.t);
         let token = AckToken::new(move |status| {
-            let committed = tailed.checkpoints.lock().ack(seq, status);
-            if let Some(offset) = committed {
-                *tailed.committed.lock() = Some(offset);
+            if let Some(offset) = tailed.checkpoints.lock().ack(seq, status) {
+                tailed.committed.store(offset, Ordering::Release);
             }
         });
-        self.ctx.batches.send(LogBatch::new(entries, AckSet::one(token))).await.map_err(|_| ())
+        self.ctx.batches.send(LogBatch::new(entries, AckSet::one(token))).await.map_err(|_| TailEnd::Cancelled)
     }
 }

@@ -1,0 +1,242 @@
+//! The rotated generations of a followed path, and which of them are still to be read.
+//!
+//! A rotation renames `0.log` to a sibling named `0.log.<suffix>` (the kubelet's
+//! `0.log.20240101-120000`, logrotate's `app.log.1`) and may gzip older ones
+//! (`0.log.20240101-110000.gz`). When rotations outrun the follower, the generations it has not
+//! read are among those siblings. A [`History`] tells them apart from the ones already read:
+//!
+//! - siblings last modified before the history's horizon are older history (written before the
+//!   path was followed, or before its saved position);
+//! - the others are matched against what was read: a plain file by identity, a gzipped one by
+//!   the fingerprint of its decompressed start and its decompressed length (the gzip trailer).
+//!   A plain file that grew after it was read is read on from where it was left.
+//!
+//! Ambiguity errs on the side of reading twice, never on the side of losing lines.
+
+use super::discover::{FINGERPRINT_BYTES, FileId, Fingerprint};
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Modification times come from the kernel's coarse clock, a tick behind the precise one.
+const CLOCK_SLACK: Duration = Duration::from_millis(20);
+/// Generations remembered per path (the kubelet keeps 5 files per container by default).
+const REMEMBERED: usize = 32;
+
+/// A rotated file next to a followed path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub path: PathBuf,
+    pub id: FileId,
+    pub compressed: bool,
+    pub modified: SystemTime,
+    pub len: u64,
+}
+
+impl Generation {
+    fn at(path: PathBuf) -> Option<Generation> {
+        let meta = std::fs::metadata(&path).ok()?;
+        let compressed = path.extension().is_some_and(|e| e == "gz");
+        meta.is_file().then(|| Generation {
+            id: FileId::of(&meta),
+            compressed,
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            len: meta.len(),
+            path,
+        })
+    }
+
+    /// The fingerprint of its content's first bytes (decompressed when gzipped).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint_of(FINGERPRINT_BYTES)
+    }
+
+    /// The fingerprint of its content's first `len` bytes (fewer if it is shorter).
+    pub fn fingerprint_of(&self, len: usize) -> Option<Fingerprint> {
+        if !self.compressed {
+            return Fingerprint::read(&self.path, len).ok();
+        }
+        let mut reader = flate2::read::MultiGzDecoder::new(std::fs::File::open(&self.path).ok()?);
+        let mut buf = vec![0u8; len.min(FINGERPRINT_BYTES)];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(_) => return None,
+            }
+        }
+        Some(Fingerprint::of(&buf[..filled]))
+    }
+
+    /// The length of its content: the file's, or the one a gzip trailer records (modulo 2³²).
+    fn content_len(&self) -> Option<u64> {
+        if !self.compressed {
+            return Some(self.len);
+        }
+        let mut f = std::fs::File::open(&self.path).ok()?;
+        f.seek(SeekFrom::End(-4)).ok()?;
+        let mut trailer = [0u8; 4];
+        f.read_exact(&mut trailer).ok()?;
+        Some(u64::from(u32::from_le_bytes(trailer)))
+    }
+}
+
+/// The rotated siblings of `base` (`<name>.<anything>`), oldest first.
+pub fn siblings(base: &Path) -> Vec<Generation> {
+    let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else { return Vec::new() };
+    let mut prefix = name.as_encoded_bytes().to_vec();
+    prefix.push(b'.');
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<Generation> = entries
+        .flatten()
+        .filter(|e| e.file_name().as_encoded_bytes().starts_with(&prefix))
+        .filter_map(|e| Generation::at(e.path()))
+        .collect();
+    found.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+    found
+}
+
+/// One generation read by this process.
+#[derive(Debug, Clone, Copy)]
+struct ReadGeneration {
+    id: FileId,
+    compressed: bool,
+    fingerprint: Fingerprint,
+    /// Content bytes read.
+    len: u64,
+}
+
+/// What was read of one path: tells its unread rotated generations apart.
+#[derive(Debug, Clone)]
+pub struct History {
+    horizon: SystemTime,
+    read: VecDeque<ReadGeneration>,
+}
+
+impl History {
+    /// Rotated files modified before `horizon` count as read.
+    pub fn since(horizon: SystemTime) -> History {
+        History { horizon, read: VecDeque::new() }
+    }
+
+    /// Records a generation read up to `len` bytes of content.
+    pub fn record(&mut self, id: FileId, compressed: bool, fingerprint: Fingerprint, len: u64) {
+        // (Identities are not unique over time: a gzip frees an inode for the next file.)
+        if self.read.len() == REMEMBERED {
+            self.read.pop_front();
+        }
+        self.read.push_back(ReadGeneration { id, compressed, fingerprint, len });
+    }
+
+    /// The rotated generations of `base` not read yet, oldest first, each with the content
+    /// offset to read it from.
+    pub fn unread(&self, base: &Path) -> Vec<(Generation, u64)> {
+        siblings(base)
+            .into_iter()
+            .filter(|g| g.modified + CLOCK_SLACK >= self.horizon)
+            .filter_map(|g| self.start_of(&g).map(|start| (g, start)))
+            .collect()
+    }
+
+    /// Where an unread generation starts, or `None` when it was read.
+    fn start_of(&self, g: &Generation) -> Option<u64> {
+        let same_start = |r: &ReadGeneration| g.fingerprint_of(r.fingerprint.len as usize) == Some(r.fingerprint);
+        // The same file, unless its inode was recycled for another one: read on from where it
+        // was left if it grew.
+        if let Some(known) =
+            self.read.iter().rev().find(|r| r.compressed == g.compressed && r.id == g.id && same_start(r))
+        {
+            return (g.content_len()? > known.len).then_some(known.len);
+        }
+        // A plain generation read, gzipped since: the same start and length.
+        let len = g.content_len()?;
+        let read = g.compressed && self.read.iter().any(|r| !r.compressed && r.len % (1 << 32) == len && same_start(r));
+        (!read).then_some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(path: &Path, content: &[u8]) -> Generation {
+        std::fs::write(path, content).unwrap();
+        Generation::at(path.to_path_buf()).unwrap()
+    }
+
+    fn gzip(path: &Path, content: &[u8]) -> Generation {
+        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        enc.write_all(content).unwrap();
+        enc.finish().unwrap();
+        Generation::at(path.to_path_buf()).unwrap()
+    }
+
+    fn names(unread: &[(Generation, u64)]) -> Vec<(String, u64)> {
+        unread.iter().map(|(g, start)| (g.path.file_name().unwrap().to_string_lossy().into_owned(), *start)).collect()
+    }
+
+    #[test]
+    fn siblings_are_rotated_files_of_the_path_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("0.log");
+        write(&base, b"current\n");
+        write(&dir.path().join("0.log.2"), b"b\n");
+        std::thread::sleep(Duration::from_millis(30));
+        write(&dir.path().join("0.log.1"), b"a\n");
+        write(&dir.path().join("1.log.1"), b"other\n");
+        let found: Vec<String> =
+            siblings(&base).iter().map(|g| g.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(found, ["0.log.2", "0.log.1"], "by modification time, not by name");
+    }
+
+    #[test]
+    fn read_generations_and_older_history_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("0.log");
+        let old = gzip(&dir.path().join("0.log.0.gz"), b"long ago\n");
+        std::thread::sleep(Duration::from_millis(50));
+        let mut history = History::since(SystemTime::now());
+        let first = write(&dir.path().join("0.log.1"), b"first generation\n");
+        history.record(first.id, false, first.fingerprint().unwrap(), first.len);
+        let second = write(&dir.path().join("0.log.2"), b"second generation\n");
+        assert_eq!(names(&history.unread(&base)), [("0.log.2".to_string(), 0)]);
+        assert!(old.modified < history.horizon);
+        // The first one gets gzipped: still read, known by its content.
+        std::fs::remove_file(&first.path).unwrap();
+        gzip(&dir.path().join("0.log.1.gz"), b"first generation\n");
+        assert_eq!(names(&history.unread(&base)), [("0.log.2".to_string(), 0)]);
+        history.record(second.id, false, second.fingerprint().unwrap(), second.len);
+        assert!(history.unread(&base).is_empty());
+        // With an older horizon, every rotated file is unread.
+        assert_eq!(History::since(SystemTime::UNIX_EPOCH).unread(&base).len(), 3);
+    }
+
+    #[test]
+    fn a_generation_written_after_it_was_read_is_read_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("0.log");
+        let mut history = History::since(SystemTime::UNIX_EPOCH);
+        let g = write(&dir.path().join("0.log.1"), b"read\n");
+        history.record(g.id, false, g.fingerprint().unwrap(), g.len);
+        std::fs::OpenOptions::new().append(true).open(&g.path).unwrap().write_all(b"late\n").unwrap();
+        assert_eq!(names(&history.unread(&base)), [("0.log.1".to_string(), 5)]);
+    }
+
+    #[test]
+    fn a_gzipped_generation_with_the_same_start_but_other_content_is_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("0.log");
+        let mut history = History::since(SystemTime::UNIX_EPOCH);
+        let line = b"GET /health 200\n";
+        let g = write(&dir.path().join("0.log.1"), &line.repeat(20));
+        let fingerprint = g.fingerprint().unwrap();
+        history.record(g.id, false, fingerprint, g.len);
+        std::fs::remove_file(&g.path).unwrap();
+        let longer = gzip(&dir.path().join("0.log.2.gz"), &line.repeat(40));
+        assert_eq!(longer.fingerprint(), Some(fingerprint), "the same first 256 bytes");
+        assert_eq!(names(&history.unread(&base)), [("0.log.2.gz".to_string(), 0)]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Following one path through its generations, one task per path.
+//!
+//! The task reads the file the path names until a rotation moves it away (and it was read to its
+//! end), then the rotated generations written since that it has not read (oldest first: when
+//! rotations outrun it, plain and gzipped ones are read in the order they were written), then
+//! the path's new file. Generations are read one after the other, so a path's entries leave in
+//! the order they were written, and each task holds at most one file open.
+//!
+//! The task ends when the path names no file any more (a removed pod) or when cancelled. The
+//! path's position is the oldest generation with entries the sinks have not settled, at its
+//! committed offset (see [`PathState::position`]).
+
+use super::config::FileFormat;
+use super::discover::{FileId, Fingerprint};
+use super::generations::{Generation, History};
+use super::tailer::{self, FileLabels, Mode, TailContext, TailEnd, Tailed};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::Notify;
+
+/// Where a path is up to, as saved in the positions file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The identity of the generation (of the gzipped file, for a compressed one).
+    pub dev: u64,
+    pub ino: u64,
+    #[serde(default)]
+    pub compressed: bool,
+    pub fingerprint: Fingerprint,
+    /// Content offset after the last settled entry.
+    pub offset: u64,
+}
+
+impl Position {
+    pub fn id(&self) -> FileId {
+        FileId { dev: self.dev, ino: self.ino }
+    }
+}
+
+/// A followed path, shared by its task and the source's manager.
+pub struct PathState {
+    pub base: PathBuf,
+    /// Notified on change events for the path.
+    pub wake: Notify,
+    /// The generations read, oldest first, while any has entries not settled.
+    generations: Mutex<VecDeque<Arc<Tailed>>>,
+}
+
+impl PathState {
+    pub fn new(base: PathBuf) -> Arc<PathState> {
+        Arc::new(PathState { base, wake: Notify::new(), generations: Mutex::new(VecDeque::new()) })
+    }
+
+    fn push(&self, generation: Arc<Tailed>) {
+        self.generations.lock().push_back(generation);
+    }
+
+    /// The oldest generation with entries not settled, or the newest one, at its committed
+    /// offset. (Generations before it are forgotten: they are settled.)
+    pub fn position(&self) -> Option<Position> {
+        let mut generations = self.generations.lock();
+        while generations.len() > 1
+            && generations
+                .front()
+                .is_some_and(|t| t.done.load(Ordering::Acquire) && t.checkpoints.lock().in_flight() == 0)
+        {
+            generations.pop_front();
+        }
+        generations.front().map(|t| Position {
+            dev: t.id.dev,
+            ino: t.id.ino,
+            compressed: t.compressed,
+            fingerprint: *t.fingerprint.lock(),
+            offset: t.committed.load(Ordering::Acquire),
+        })
+    }
+
+    /// Whether some batch sent has not been acknowledged yet.
+    pub fn unresolved(&self) -> bool {
+        self.generations.lock().iter().any(|t| t.checkpoints.lock().unresolved() > 0)
+    }
+}
+
+/// Where a path's task begins.
+pub struct Start {
+    pub history: History,
+    /// A rotated generation to read first, from a content offset (a saved position in a file
+    /// rotated while sluice was down).
+    pub resume: Option<(Generation, u64)>,
+    /// Where the current file starts when it is this one: `(identity, offset)`.
+    pub current: Option<(FileId, u64)>,
+}
+
+/// One path's task.
+pub struct PathTask {
+    pub state: Arc<PathState>,
+    pub ctx: Arc<TailContext>,
+    pub labels: FileLabels,
+    pub format: FileFormat,
+}
+
+impl PathTask {
+    /// Runs until the path names no file ([`TailEnd::Moved`]), cancellation or a read error;
+    /// returns the history for a later task of the same path.
+    pub async fn run(self, start: Start) -> (TailEnd, History) {
+        let Start { mut history, resume, mut current } = start;
+        let base = self.state.base.clone();
+        let mut queue: VecDeque<(Generation, u64)> = resume.into_iter().collect();
+        loop {
+            while let Some((generation, offset)) = queue.pop_front() {
+                if let TailEnd::Cancelled = self.drain(&mut history, generation, offset).await {
+                    return (TailEnd::Cancelled, history);
+                }
+            }
+            let Ok(meta) = tokio::fs::metadata(&base).await else { return (TailEnd::Moved, history) };
+            let id = FileId::of(&meta);
+            // Rotations since the last look come first (the file just identified among them,
+            // if it was rotated in between).
+            let unread = history.unread(&base);
+            if !unread.is_empty() {
+                let resumed = current.take();
+                queue.extend(unread.into_iter().map(|(g, offset)| match resumed {
+                    Some((saved, at)) if !g.compressed && g.id == saved => (g, offset.max(at)),
+                    _ => (g, offset),
+                }));
+                continue;
+            }
+            let offset = match current.take() {
+                Some((saved, at)) if saved == id && at <= meta.len() => at,
+                _ => 0,
+            };
+            let tailed = Tailed::new(id, false, base.clone(), Fingerprint::of(b""), offset);
+            self.state.push(Arc::clone(&tailed));
+            let (end, reached) = tailer::read(
+                Arc::clone(&tailed),
+                &self.ctx,
+                &self.labels,
+                self.format,
+                offset,
+                Mode::Follow { wake: &self.state.wake },
+            )
+            .await;
+            match end {
+                TailEnd::Moved | TailEnd::Drained => history.record(id, false, *tailed.fingerprint.lock(), reached),
+                TailEnd::Cancelled | TailEnd::Failed => return (end, history),
+            }
+        }
+    }
+
+    /// Reads a rotated generation to its end.
+    async fn drain(&self, history: &mut History, generation: Generation, offset: u64) -> TailEnd {
+        let fingerprint = generation.fingerprint().unwrap_or(Fingerprint::of(b""));
+        tracing::info!(source = %self.ctx.source, path = %generation.path.display(), offset, "reading a rotated generation");
+        let tailed = Tailed::new(generation.id, generation.compressed, generation.path.clone(), fingerprint, offset);
+        self.state.push(Arc::clone(&tailed));
+        let (end, reached) =
+            tailer::read(Arc::clone(&tailed), &self.ctx, &self.labels, self.format, offset, Mode::Drain).await;
+        // A generation that cannot be read is not tried again.
+        let read = if end == TailEnd::Failed { u64::MAX } else { reached };
+        history.record(generation.id, generation.compressed, fingerprint, read);
+        end
+    }
+}
