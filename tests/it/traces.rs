@@ -545,3 +545,52 @@ async fn span_metrics_of_known_spans_and_the_high_trace_error_rate_alert() {
     );
     assert_eq!(agent.stop().await.0, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_to_grpc_and_http_exporters_with_attribute_actions_and_partial_success_counted() {
+    let jaeger = TestOtlp::start().await;
+    let second = TestOtlp::start().await;
+    second.reject_per_request(1);
+    let ports = Ports::new();
+    let source = "    resource_attributes:\n      - {key: deployment.environment, value: production, action: upsert}\n      - {key: host.name, value: node-7, action: upsert}\n    span_attributes:\n      - {key: tags, action: delete}\n";
+    let body = format!(
+        "{}  archive:\n    type: otlp\n    protocol: http\n    endpoint: {}\n    compression: gzip\n    backoff: {{min_period: 50ms, max_period: 500ms}}\n",
+        config(&ports, &jaeger, source, "    compression: gzip\n"),
+        second.http_endpoint()
+    );
+    let agent = start(&body).await;
+    let out = python(&["nested", "--grpc", &ports.grpc(), "--http", &ports.http_url()], Duration::from_secs(60)).await;
+    assert_eq!(exports(&out), ["SUCCESS", "SUCCESS"]);
+    let agent = wait_spans(&jaeger, agent, 8, Duration::from_secs(20)).await;
+    let agent = wait_spans(&second, agent, 8, Duration::from_secs(20)).await;
+    for receiver in [&jaeger, &second] {
+        let spans = by_span_id(&receiver.spans());
+        assert_eq!(spans.len(), 8);
+        for span in spans.values() {
+            assert_eq!(span.resource.get("deployment.environment").map(String::as_str), Some("production"));
+            assert_eq!(span.resource.get("host.name").map(String::as_str), Some("node-7"));
+            assert!(span.resource.contains_key("service.name"));
+            assert!(!span.attributes().contains_key("tags"), "the dropped attribute is gone");
+        }
+    }
+    assert!(jaeger.spans().iter().all(|s| s.transport == "grpc"));
+    assert!(second.spans().iter().all(|s| s.transport == "http"));
+    let (requests, _) = second.requests();
+    // Each accepted request reported one span rejected: counted as dropped, not retried.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = agent.metrics().await;
+        let partial = m.sum("sluice_sink_dropped_total", &[("sink", "archive"), ("reason", "partial_success")]);
+        if partial == requests as f64 {
+            assert_eq!(m.sum("sluice_sink_lines_sent_total", &[("sink", "archive")]), 8.0 - requests as f64);
+            assert_eq!(m.sum("sluice_sink_lines_sent_total", &[("sink", "jaeger")]), 8.0);
+            assert_eq!(m.sum("sluice_sink_dropped_total", &[("sink", "jaeger")]), 0.0);
+            assert_eq!(m.sum("sluice_sink_retries_total", &[]), 0.0, "a partial success is not retried");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "partial_success drops: {partial}, requests {requests}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(second.requests().0, requests, "no request was sent again");
+    assert_eq!(agent.stop().await.0, Some(0));
+}

@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wire::{ScanOptions, WireError};
 
-pub use batcher::{Accepted, Batcher, BatcherSettings};
+pub use batcher::{Accepted, Batcher, BatcherSettings, Closed, Trigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpSourceError {
@@ -117,7 +117,8 @@ impl Memory {
         Ok(())
     }
 
-    fn add(&self, bytes: usize) {
+    /// Charges `bytes` (done by [`Receiver::export`] for what it accepts).
+    pub fn add(&self, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
         self.gauge.inc_by(bytes as i64);
     }

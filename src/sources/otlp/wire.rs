@@ -60,14 +60,18 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn new(buf: &'a [u8], msg: &'static str) -> Self {
         Reader { buf, pos: 0, msg }
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, problem: Problem) -> WireError {
         WireError { message: self.msg, problem }
     }
 
+    #[inline]
     fn more(&self) -> bool {
         self.pos < self.buf.len()
     }
@@ -112,6 +116,7 @@ impl<'a> Reader<'a> {
         Ok(start..end)
     }
 
+    #[inline]
     fn fixed(&mut self, width: usize) -> Result<u64> {
         let Some(bytes) = self.buf.get(self.pos..self.pos + width) else {
             return Err(self.err(Problem::Truncated));
@@ -125,6 +130,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips a field of an unknown number.
+    #[inline]
     fn skip(&mut self, wire_type: u8) -> Result<()> {
         match wire_type {
             VARINT => self.varint().map(drop),
@@ -135,11 +141,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn expect(&self, field: u32, wire_type: u8, expected: u8) -> Result<()> {
         if wire_type == expected { Ok(()) } else { Err(self.err(Problem::WireType { field, wire_type, expected })) }
     }
 
     /// A length-delimited field that must hold UTF-8.
+    #[inline]
     fn string(&mut self, field: u32, wire_type: u8) -> Result<&'a [u8]> {
         self.expect(field, wire_type, LEN)?;
         let range = self.len_delimited()?;
@@ -150,16 +158,19 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     fn bytes(&mut self, field: u32, wire_type: u8) -> Result<&'a [u8]> {
         self.expect(field, wire_type, LEN)?;
         let range = self.len_delimited()?;
         Ok(&self.buf[range])
     }
 
+    #[inline]
     fn message(&mut self, field: u32, wire_type: u8) -> Result<&'a [u8]> {
         self.bytes(field, wire_type)
     }
 
+    #[inline]
     fn scalar(&mut self, field: u32, wire_type: u8, expected: u8) -> Result<u64> {
         self.expect(field, wire_type, expected)?;
         match expected {
