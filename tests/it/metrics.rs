@@ -232,7 +232,7 @@ async fn samples_scraped_while_prometheus_is_down_are_delivered_when_it_returns(
         .query_at(&format!("count_over_time({up}[{}s])", (restarted - stopped).floor() as u64), Some(restarted))
         .await;
     let n = during.first().map(Series::number).unwrap_or(0.0);
-    assert!(n >= 28.0 && n <= 31.0, "{n} samples during the 30s outage");
+    assert!((28.0..=31.0).contains(&n), "{n} samples during the 30s outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,13 +233,20 @@ impl Batcher {
         SpanBatch::new(closed.resources, AckSet::one(token))
     }
 
-    /// Runs until every receiver is gone, then sends what is left.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Accepted>, emitter: SignalEmitter<SpanBatch>) {
+    /// Runs until every receiver is gone, then sends what is left. `flush` sends the pending
+    /// batch at once (the source is stopping: the sinks' queues may close soon).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Accepted>,
+        emitter: SignalEmitter<SpanBatch>,
+        flush: Arc<tokio::sync::Notify>,
+    ) {
         self.sink_closed = Some(emitter.handles().dropped("sink_closed"));
         loop {
             let deadline = self.deadline();
             tokio::select! {
                 biased;
+                _ = flush.notified() => self.close(Trigger::Shutdown),
                 accepted = rx.recv() => match accepted {
                     Some(a) => self.add(a),
                     None => break,

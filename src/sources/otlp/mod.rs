@@ -357,7 +357,8 @@ pub async fn run(
         tx,
     ));
     let batcher = Batcher::new(BatcherSettings::from(&config.batch), memory, metrics, &source);
-    let batcher_task = tokio::spawn(batcher.run(rx, emitter));
+    let flush = Arc::new(tokio::sync::Notify::new());
+    let batcher_task = tokio::spawn(batcher.run(rx, emitter, Arc::clone(&flush)));
 
     let ready = telemetry.readiness.register(&format!("source/{source}"));
     let servers = CancellationToken::new();
@@ -381,7 +382,9 @@ pub async fn run(
         tracing::info!(source = %source, grpc = ?config.grpc_address(), http = ?config.http_address(), "otlp receiver listening");
         cancel.cancelled().await;
     }
-    // Stop accepting, let requests in flight finish, then the batcher sends what it holds.
+    // Send what the batcher holds at once (the topology closes the sinks' queues soon after
+    // cancelling sources), stop accepting, let requests in flight finish, send what they brought.
+    flush.notify_one();
     servers.cancel();
     while tasks.join_next().await.is_some() {}
     drop(receiver);

@@ -76,8 +76,20 @@ impl<'a> Reader<'a> {
         self.pos < self.buf.len()
     }
 
-    #[inline]
+    /// A varint; most (keys, short lengths, small numbers) are one byte.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64> {
+        if let Some(&byte) = self.buf.get(self.pos) {
+            if byte < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(byte));
+            }
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&byte) = self.buf.get(self.pos) else {
@@ -93,7 +105,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next key: (field number, wire type).
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8)> {
         let key = self.varint()?;
         let field = u32::try_from(key >> 3).map_err(|_| self.err(Problem::FieldZero))?;
@@ -122,11 +134,9 @@ impl<'a> Reader<'a> {
             return Err(self.err(Problem::Truncated));
         };
         self.pos += width;
-        let mut value = 0u64;
-        for (i, b) in bytes.iter().enumerate() {
-            value |= u64::from(*b) << (8 * i);
-        }
-        Ok(value)
+        let mut le = [0u8; 8];
+        le[..width].copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(le))
     }
 
     /// Skips a field of an unknown number.

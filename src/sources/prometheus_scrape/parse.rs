@@ -20,7 +20,7 @@
 //! Duplicate label names inside one series are not checked here (that would cost every sample
 //! a quadratic scan); the scrape's series cache checks them once per distinct series text.
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -212,9 +212,7 @@ impl<'a> Iterator for LabelIter<'a> {
             i = skip_blanks(b, i + 1);
         }
         let name_start = i;
-        while b.get(i).is_some_and(|c| LABEL_CHAR[*c as usize]) {
-            i += 1;
-        }
+        i = scan(b, i, &LABEL_CHAR);
         let name = self.text.get(name_start..i).filter(|n| !n.is_empty())?;
         i = skip_blanks(b, i);
         if b.get(i) != Some(&b'=') {
@@ -228,7 +226,7 @@ impl<'a> Iterator for LabelIter<'a> {
         let mut j = value_start;
         let mut has_escape = false;
         loop {
-            let at = j + memchr2(b'"', b'\\', b.get(j..)?)?;
+            let at = find_quote_or_backslash(b, j)?;
             if b[at] == b'"' {
                 j = at;
                 break;
@@ -281,18 +279,49 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-fn skip_blanks(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(|c| is_blank(*c)) {
-        i += 1;
+fn skip_blanks(b: &[u8], i: usize) -> usize {
+    match b.get(i..) {
+        Some(rest) => i + rest.iter().position(|c| !is_blank(*c)).unwrap_or(rest.len()),
+        None => i,
     }
-    i
 }
 
-fn token_end(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(|c| !is_blank(*c)) {
-        i += 1;
+fn token_end(b: &[u8], i: usize) -> usize {
+    match b.get(i..) {
+        Some(rest) => i + rest.iter().position(|c| is_blank(*c)).unwrap_or(rest.len()),
+        None => i,
     }
-    i
+}
+
+/// The end of a run of bytes of `table` from `i`.
+fn scan(b: &[u8], i: usize, table: &[bool; 256]) -> usize {
+    match b.get(i..) {
+        Some(rest) => i + rest.iter().position(|c| !table[*c as usize]).unwrap_or(rest.len()),
+        None => i,
+    }
+}
+
+/// The first `"` or `\\` at or after `i`, eight bytes at a time: label values are short, and
+/// this beats a call into a vectorized search for them.
+fn find_quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let (q, s) = (w ^ QUOTES, w ^ BACKSLASHES);
+        // A byte of `q` or `s` is zero where `w` has the byte looked for; the lowest flagged
+        // byte is always a true match (borrows only ever flag bytes above one).
+        let found = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGHS;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|c| *c == b'"' || *c == b'\\').map(|p| i + p)
 }
 
 /// Whether `name` is a valid metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
@@ -607,13 +636,16 @@ impl<'a, 's> Parser<'a, 's> {
         Ok(())
     }
 
-    /// Records that `name` has samples, in the family it belongs to.
-    fn note_family(&mut self, name: &'a str) {
+    /// Records that `name` has samples, in the family it belongs to. `continues`: the name
+    /// starts with the current family's name.
+    fn note_family(&mut self, name: &'a str, continues: bool) {
         if let Some(current) = &mut self.current {
-            let belongs = name == current.name
-                || name
-                    .strip_prefix(current.name)
-                    .is_some_and(|suffix| !suffix.is_empty() && current.typ.has_suffix(suffix));
+            let belongs = continues
+                && match name.get(current.name.len()..) {
+                    Some("") => true,
+                    Some(suffix) => current.typ.has_suffix(suffix),
+                    None => false,
+                };
             if belongs {
                 if !current.marked {
                     current.marked = true;
@@ -631,12 +663,15 @@ impl<'a, 's> Parser<'a, 's> {
 
     fn sample(&mut self, line: &'a str) -> Result<SampleRef<'a>, ParseError> {
         let b = line.as_bytes();
-        let mut i = 0;
-        if b.first().is_some_and(|c| METRIC_FIRST[*c as usize]) {
+        // Most lines continue the family of the line before, whose name was checked already:
+        // only what follows it is scanned.
+        let continues = self.current.map_or(0, |c| if b.starts_with(c.name.as_bytes()) { c.name.len() } else { 0 });
+        let mut i = continues;
+        if i == 0 && b.first().is_some_and(|c| METRIC_FIRST[*c as usize]) {
             i = 1;
-            while b.get(i).is_some_and(|c| METRIC_CHAR[*c as usize]) {
-                i += 1;
-            }
+        }
+        if i > 0 {
+            i = scan(b, i, &METRIC_CHAR);
         }
         let name = line.get(..i).unwrap_or("");
         if name.is_empty() || b.get(i).is_some_and(|c| !is_blank(*c) && *c != b'{') {
@@ -695,7 +730,7 @@ impl<'a, 's> Parser<'a, 's> {
                 return Err(self.error(ErrorKind::Trailing(excerpt(line.get(j..).unwrap_or("")))));
             }
         }
-        self.note_family(name);
+        self.note_family(name, continues > 0);
         Ok(SampleRef { name, series, label_text, escaped, value, timestamp_ms, line: self.line })
     }
 
@@ -717,10 +752,7 @@ impl<'a, 's> Parser<'a, 's> {
             }
             let name_start = i;
             if b.get(i).is_some_and(|c| LABEL_FIRST[*c as usize]) {
-                i += 1;
-                while b.get(i).is_some_and(|c| LABEL_CHAR[*c as usize]) {
-                    i += 1;
-                }
+                i = scan(b, i + 1, &LABEL_CHAR);
             }
             if i == name_start {
                 let end = b[i..].iter().position(|c| matches!(c, b'=' | b',' | b'}')).map_or(b.len(), |p| i + p);
@@ -740,10 +772,9 @@ impl<'a, 's> Parser<'a, 's> {
             }
             i += 1;
             loop {
-                let Some(at) = b.get(i..).and_then(|rest| memchr2(b'"', b'\\', rest)) else {
+                let Some(at) = find_quote_or_backslash(b, i) else {
                     return Err(self.error(ErrorKind::UnterminatedLabelValue));
                 };
-                let at = i + at;
                 if b[at] == b'"' {
                     i = at + 1;
                     break;

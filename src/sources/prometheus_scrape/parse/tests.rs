@@ -307,6 +307,12 @@ proptest! {
     }
 
     #[test]
+    fn word_search_finds_the_first_quote_or_backslash(bytes in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), Just(0xff_u8), Just(0x22 ^ 0x80), any::<u8>()], 0..64), from in 0usize..70) {
+        let naive = bytes.get(from..).and_then(|rest| rest.iter().position(|c| *c == b'"' || *c == b'\\')).map(|p| from + p);
+        prop_assert_eq!(find_quote_or_backslash(&bytes, from), naive);
+    }
+
+    #[test]
     fn never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..400), om_format in any::<bool>(), limit in 0usize..80) {
         let format = if om_format { Format::OpenMetrics } else { Format::Text };
         let _ = parse_all(&body, format, Limits { max_line_size: limit });
