@@ -155,7 +155,9 @@ impl SourceConfig {
     /// What the source produces.
     pub fn signal(&self) -> Signal {
         match self {
-            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Files(_) | SourceConfig::Docker(_) => Signal::Logs,
+            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Files(_) | SourceConfig::Docker(_) => {
+                Signal::Logs
+            }
             SourceConfig::Otlp(_) => Signal::Traces,
             SourceConfig::PrometheusScrape(_) => Signal::Metrics,
         }
@@ -230,6 +232,12 @@ impl AgentConfig {
             }
             if let SourceConfig::Docker(docker) = &source.value {
                 for (position, message) in docker.validate() {
+                    let position = if position == Position::START { source.position } else { position };
+                    error(position, format!("source `{name}`: {message}"));
+                }
+            }
+            if let SourceConfig::Files(files) = &source.value {
+                for (position, message) in files.validate() {
                     let position = if position == Position::START { source.position } else { position };
                     error(position, format!("source `{name}`: {message}"));
                 }

@@ -174,15 +174,6 @@ pub struct DockerMetrics {
     pub replays: CounterFamily<SourceLabel>,
 }
 
-/// The files source.
-#[derive(Default)]
-pub struct FilesMetrics {
-    pub malformed: CounterFamily<SourceLabel>,
-    pub truncations: CounterFamily<SourceLabel>,
-    pub waiting: GaugeFamily<SourceLabel>,
-    pub open_limit_reached: CounterFamily<SourceLabel>,
-}
-
 /// The OTLP receiver and the span metrics it derives.
 #[derive(Default)]
 pub struct OtlpMetrics {
@@ -201,6 +192,23 @@ pub struct OtlpMetrics {
     pub span_metrics_evicted: Counter,
     pub span_metrics_overflow_spans: Counter,
     pub span_metrics_dropped_spans: Counter,
+}
+
+/// The files source.
+#[derive(Default)]
+pub struct FilesMetrics {
+    pub malformed: CounterFamily<SourceLabel>,
+    pub truncations: CounterFamily<SourceLabel>,
+    pub waiting: GaugeFamily<SourceLabel>,
+    pub open_limit_reached: CounterFamily<SourceLabel>,
+    /// Kubelet paths started without their pod's metadata from the Kubernetes API.
+    pub pod_metadata_missing: CounterFamily<SourceLabel>,
+    /// Files not shipped because a relabel rule dropped their target.
+    pub dropped_by_relabel: CounterFamily<SourceLabel>,
+    /// Failed lists and watches of the node's pods, by reason.
+    pub kubernetes_api_errors: CounterFamily<SourceReason>,
+    /// Pods in the metadata cache.
+    pub kubernetes_pods: GaugeFamily<SourceLabel>,
 }
 
 /// Scraping (`prometheus_scrape`), per source and job. The label is `scrape_job`, not `job`, so
@@ -247,8 +255,8 @@ pub struct Metrics {
     pub config: ConfigMetrics,
     pub docker: DockerMetrics,
     pub scrape: ScrapeMetrics,
-    pub otlp: OtlpMetrics,
     pub files: FilesMetrics,
+    pub otlp: OtlpMetrics,
 }
 
 impl Metrics {
@@ -262,8 +270,8 @@ impl Metrics {
             config: ConfigMetrics::default(),
             docker: DockerMetrics::default(),
             scrape: ScrapeMetrics::default(),
-            otlp: OtlpMetrics::default(),
             files: FilesMetrics::default(),
+            otlp: OtlpMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
@@ -289,14 +297,6 @@ impl Metrics {
             "Lines the engine sent a second time (after log rotation), recognised by their timestamp and skipped",
             m.docker.replays.clone(),
         );
-        r.register(
-            "files_malformed_lines",
-            "Lines that did not parse in their file's format (CRI, json-file) and were passed through as they were",
-            m.files.malformed.clone(),
-        );
-        r.register("files_truncations", "Files found truncated and read again from the start", m.files.truncations.clone());
-        r.register("files_waiting", "Files matched but not followed because max_open_files was reached", m.files.waiting.clone());
-        r.register("files_open_limit_reached", "Scans that found more files than max_open_files allows", m.files.open_limit_reached.clone());
         r.register(
             "otlp_received_spans",
             "Spans an OTLP receiver accepted, by transport",
@@ -342,6 +342,46 @@ impl Metrics {
             "span_metrics_dropped_spans",
             "Spans left out of span metrics because even the overflow series were at their cap",
             m.otlp.span_metrics_dropped_spans.clone(),
+        );
+        r.register(
+            "files_malformed_lines",
+            "Lines that did not parse in their file's format (CRI, json-file) and were passed through as they were",
+            m.files.malformed.clone(),
+        );
+        r.register(
+            "files_truncations",
+            "Files found truncated and read again from the start",
+            m.files.truncations.clone(),
+        );
+        r.register(
+            "files_waiting",
+            "Files matched but not followed because max_open_files was reached",
+            m.files.waiting.clone(),
+        );
+        r.register(
+            "files_open_limit_reached",
+            "Scans that found more files than max_open_files allows",
+            m.files.open_limit_reached.clone(),
+        );
+        r.register(
+            "files_pod_metadata_missing",
+            "Kubelet log files labeled from their path only: their pod was not in the Kubernetes metadata cache (not synced, or not seen within wait_for_pod)",
+            m.files.pod_metadata_missing.clone(),
+        );
+        r.register(
+            "files_dropped_by_relabel",
+            "Log files not shipped because a relabel rule (keep/drop) dropped their target",
+            m.files.dropped_by_relabel.clone(),
+        );
+        r.register(
+            "files_kubernetes_api_errors",
+            "Failed lists and watches of this node's pods, by reason (unauthorized, forbidden, unreachable, refused, invalid_response, config)",
+            m.files.kubernetes_api_errors.clone(),
+        );
+        r.register(
+            "files_kubernetes_pods",
+            "Pods in the files source's Kubernetes metadata cache",
+            m.files.kubernetes_pods.clone(),
         );
         r.register("scrapes", "Scrapes of a target, failed or not, by job", m.scrape.scrapes.clone());
         r.register(

@@ -42,7 +42,10 @@ impl LogWriter {
     pub fn line(&mut self, time: i64, stream: &str, content: &str) {
         let text = match self.format {
             Format::Cri => format!("{} {stream} F {content}\n", rfc3339(time)),
-            Format::Docker => format!("{}\n", serde_json::json!({"log": format!("{content}\n"), "stream": stream, "time": rfc3339(time)})),
+            Format::Docker => format!(
+                "{}\n",
+                serde_json::json!({"log": format!("{content}\n"), "stream": stream, "time": rfc3339(time)})
+            ),
         };
         self.file.write_all(text.as_bytes()).unwrap();
     }

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod docker;
 pub mod exporter;
+pub mod kube_api;
 pub mod lines;
 pub mod logfiles;
 pub mod loki;

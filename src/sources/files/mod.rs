@@ -12,11 +12,17 @@
 //! gzipped), then reads the generations written since. Positions of paths whose directory is
 //! gone are pruned when positions are saved. When the sinks' queues are full, reading stops:
 //! the files are the buffer and memory stays flat.
+//!
+//! Kubelet paths get their labels from [`kubernetes`] when `kubernetes.api` or
+//! `kubernetes.relabel_configs` is set: the path's task resolves them (waiting a bounded time
+//! for its pod's metadata) before it reads. A path whose target a relabel rule drops is not
+//! followed while it exists.
 
 pub mod config;
 pub mod decode;
 pub mod discover;
 pub mod generations;
+pub mod kubernetes;
 pub mod path;
 pub mod tailer;
 
@@ -29,8 +35,9 @@ use bytes::Bytes;
 use config::FilesConfig;
 use discover::{FileId, Fingerprint, Globs, PodPath};
 use generations::History;
+use kubernetes::{PodCache, PodLabeler, WatchSettings};
 use notify::{RecursiveMode, Watcher};
-use path::{PathState, PathTask, Position, Start};
+use path::{PathState, PathTask, PodLabeling, Position, Start};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -86,6 +93,12 @@ struct Manager {
     waiting: prometheus_client::metrics::gauge::Gauge,
     limit_hits: prometheus_client::metrics::counter::Counter,
     warned_limit: bool,
+    /// Labels of kubelet paths from the Kubernetes API and relabel rules, when configured.
+    pod_labeler: Option<Arc<PodLabeler>>,
+    /// Paths whose target a relabel rule dropped: not followed again while they exist.
+    dropped: HashSet<PathBuf>,
+    /// Ends the pod watch.
+    watch_cancel: CancellationToken,
 }
 
 pub async fn run(config: FilesConfig, emitter: Emitter, cancel: CancellationToken) -> Result<(), FilesError> {
@@ -114,7 +127,12 @@ pub async fn run(config: FilesConfig, emitter: Emitter, cancel: CancellationToke
         truncations: files_metrics.truncations.get_or_create_owned(&label),
         source: name.clone(),
     });
+    let watch_cancel = cancel.child_token();
+    let pod_labeler = pod_labeler(&config, &name, &emitter, &watch_cancel)?;
     let mut manager = Manager {
+        pod_labeler,
+        dropped: HashSet::new(),
+        watch_cancel,
         base_labels: emitter.base_labels().clone(),
         open: emitter.handles().streams.clone(),
         waiting: files_metrics.waiting.get_or_create_owned(&label),
@@ -140,6 +158,62 @@ pub async fn run(config: FilesConfig, emitter: Emitter, cancel: CancellationToke
     manager.wait_for_acks(Duration::from_secs(60)).await;
     manager.save().await;
     Ok(())
+}
+
+/// The labeler of kubelet paths, with the pod watch started, when the source asks for the API
+/// or has relabel rules; `None` leaves kubelet paths with the labels their path gives.
+fn pod_labeler(
+    config: &FilesConfig,
+    name: &str,
+    emitter: &Emitter,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<PodLabeler>>, FilesError> {
+    let Some(k8s) = config.kubernetes.as_ref().filter(|k| k.api || !k.relabel_configs.is_empty()) else {
+        return Ok(None);
+    };
+    let compile = |rules: &[crate::config::Located<crate::relabel::RelabelConfig>]| {
+        crate::relabel::Relabeler::compile(rules)
+            .map_err(|errors| FilesError::Config(errors.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; ")))
+    };
+    let label = SourceLabel { source: name.to_string() };
+    let metrics = &emitter.shared().telemetry.metrics.files;
+    let pods = if k8s.api {
+        let node = k8s.node().ok_or_else(|| FilesError::Config("kubernetes.api needs kubernetes.node".into()))?;
+        let cache = PodCache::new(metrics.kubernetes_pods.get_or_create_owned(&label));
+        let settings = WatchSettings {
+            source: name.to_string(),
+            node: node.to_string(),
+            kubeconfig: k8s.kubeconfig.as_ref().map(PathBuf::from),
+            errors: metrics.kubernetes_api_errors.clone(),
+        };
+        tokio::spawn(kubernetes::watch(Arc::clone(&cache), settings, cancel.clone()));
+        Some(cache)
+    } else {
+        None
+    };
+    Ok(Some(Arc::new(PodLabeler {
+        base: emitter.base_labels().pairs().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        node: k8s.node().map(str::to_string),
+        relabel: compile(&k8s.relabel_configs)?,
+        without_filters: compile(&k8s.relabel_without_filters())?,
+        pods,
+        wait: k8s.wait_for_pod.0,
+        missing: metrics.pod_metadata_missing.get_or_create_owned(&label),
+        dropped: metrics.dropped_by_relabel.get_or_create_owned(&label),
+    })))
+}
+
+/// The label sets of a file's entries (`stream` added for formats that have one).
+fn file_labels_from(pairs: &[(String, String)], metadata: Vec<(Arc<str>, Bytes)>) -> FileLabels {
+    let with = |stream: Option<&str>| {
+        LabelSet::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(stream.map(|s| ("stream", s))))
+    };
+    FileLabels { plain: with(None), stdout: with(Some("stdout")), stderr: with(Some("stderr")), metadata }
+}
+
+/// The label sets of a kubelet path's entries: the pod uid is structured metadata.
+pub(crate) fn file_labels(pairs: &[(String, String)], pod_uid: &str) -> FileLabels {
+    file_labels_from(pairs, vec![(Arc::from("pod_uid"), Bytes::from(pod_uid.to_string()))])
 }
 
 async fn emit_loop(mut emitter: Emitter, mut rx: mpsc::Receiver<LogBatch>) {
@@ -195,6 +269,7 @@ impl Manager {
 
     /// Cancels the paths' tasks and waits for them; their senders go with the context.
     async fn stop(&mut self) {
+        self.watch_cancel.cancel();
         if let Some(context) = self.context.take() {
             context.cancel.cancel();
         }
@@ -221,19 +296,18 @@ impl Manager {
             }
             _ => pairs.push(("filename".into(), path.display().to_string())),
         }
-        let with = |stream: Option<&str>| {
-            LabelSet::from_pairs(
-                pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(stream.map(|s| ("stream", s))),
-            )
-        };
-        FileLabels { plain: with(None), stdout: with(Some("stdout")), stderr: with(Some("stderr")), metadata }
+        file_labels_from(&pairs, metadata)
     }
 
     /// Expands the globs and follows the paths that are new.
     fn scan(&mut self) {
         let mut waiting = 0;
-        for path in self.globs.expand() {
-            if self.paths.contains_key(&path) {
+        let expanded = self.globs.expand();
+        if !self.dropped.is_empty() {
+            self.dropped.retain(|p| expanded.binary_search(p).is_ok());
+        }
+        for path in expanded {
+            if self.paths.contains_key(&path) || self.dropped.contains(&path) {
                 continue;
             }
             if self.paths.len() >= self.config.max_open_files {
@@ -258,11 +332,16 @@ impl Manager {
         let Ok(meta) = std::fs::metadata(&base) else { return };
         let start = self.start_of(&base, &meta);
         let state = PathState::new(base.clone());
+        let pod = self
+            .pod_labeler
+            .as_ref()
+            .and_then(|labeler| PodPath::parse(&base).map(|path| PodLabeling { labeler: Arc::clone(labeler), path }));
         let task = PathTask {
             state: Arc::clone(&state),
             ctx: context,
             labels: self.labels(&base),
             format: self.config.format,
+            pod,
         };
         let exits = self.exits.0.clone();
         let task = tokio::spawn(async move {
@@ -322,6 +401,9 @@ impl Manager {
         self.open.dec();
         if let Some(position) = followed.state.position() {
             self.saved.paths.insert(base.clone(), position);
+        }
+        if followed.state.dropped() {
+            self.dropped.insert(base.clone());
         }
         self.ended.push(followed.state);
         self.histories.insert(base, history);

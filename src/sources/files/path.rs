@@ -9,17 +9,23 @@
 //! The task ends when the path names no file any more (a removed pod) or when cancelled. The
 //! path's position is the oldest generation with entries the sinks have not settled, at its
 //! committed offset (see [`PathState::position`]).
+//!
+//! A kubelet path with pod enrichment first resolves its labels (see [`super::kubernetes`]),
+//! before it opens anything; when a relabel rule drops it, the task ends at once, marked
+//! [`PathState::dropped`], having read nothing.
 
 use super::config::FileFormat;
+use super::discover::PodPath;
 use super::discover::{FileId, Fingerprint};
 use super::generations::{Generation, History};
+use super::kubernetes::{Labeled, PodLabeler};
 use super::tailer::{self, FileLabels, Mode, TailContext, TailEnd, Tailed};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 /// Where a path is up to, as saved in the positions file.
@@ -48,11 +54,23 @@ pub struct PathState {
     pub wake: Notify,
     /// The generations read, oldest first, while any has entries not settled.
     generations: Mutex<VecDeque<Arc<Tailed>>>,
+    /// A relabel rule dropped the path's target.
+    dropped: AtomicBool,
 }
 
 impl PathState {
     pub fn new(base: PathBuf) -> Arc<PathState> {
-        Arc::new(PathState { base, wake: Notify::new(), generations: Mutex::new(VecDeque::new()) })
+        Arc::new(PathState {
+            base,
+            wake: Notify::new(),
+            generations: Mutex::new(VecDeque::new()),
+            dropped: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the task ended because a relabel rule dropped the path (it read nothing).
+    pub fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
     }
 
     fn push(&self, generation: Arc<Tailed>) {
@@ -95,18 +113,36 @@ pub struct Start {
     pub current: Option<(FileId, u64)>,
 }
 
+/// The pod labels a kubelet path's task resolves before reading.
+pub struct PodLabeling {
+    pub labeler: Arc<PodLabeler>,
+    pub path: PodPath,
+}
+
 /// One path's task.
 pub struct PathTask {
     pub state: Arc<PathState>,
     pub ctx: Arc<TailContext>,
     pub labels: FileLabels,
     pub format: FileFormat,
+    /// When set, the labels come from it (they replace `labels`) before anything is read.
+    pub pod: Option<PodLabeling>,
 }
 
 impl PathTask {
     /// Runs until the path names no file ([`TailEnd::Moved`]), cancellation or a read error;
     /// returns the history for a later task of the same path.
-    pub async fn run(self, start: Start) -> (TailEnd, History) {
+    pub async fn run(mut self, start: Start) -> (TailEnd, History) {
+        if let Some(pod) = self.pod.take() {
+            match pod.labeler.labels(&pod.path, &self.ctx.cancel).await {
+                Labeled::Labels(labels) => self.labels = labels,
+                Labeled::Cancelled => return (TailEnd::Cancelled, start.history),
+                Labeled::Dropped => {
+                    self.state.dropped.store(true, Ordering::Release);
+                    return (TailEnd::Moved, start.history);
+                }
+            }
+        }
         let Start { mut history, resume, mut current } = start;
         let base = self.state.base.clone();
         let mut queue: VecDeque<(Generation, u64)> = resume.into_iter().collect();
