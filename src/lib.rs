@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod convert;
 pub mod event;
 pub mod formats;
 pub mod pipeline;

@@ -1,4 +1,4 @@
-//! The `sluice` command line: `run`, `check`, `test`.
+//! The `sluice` command line: `run`, `check`, `test`, `convert`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +44,12 @@ enum OutputFormat {
     Json,
 }
 
+/// The agents whose config `sluice convert` reads.
+#[derive(Clone, Copy, ValueEnum)]
+enum ConvertFrom {
+    Promtail,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent until SIGTERM or SIGINT (SIGHUP or POST /-/reload reloads the config).
@@ -85,6 +91,20 @@ enum Command {
         #[arg(long, default_value = "test")]
         source: String,
     },
+    /// Write a sluice agent file (DIR/sluice.yaml) and pipeline files (DIR/pipelines/) from
+    /// another agent's config. Prints each part that could not be converted as
+    /// FILE:LINE:COL: not converted: WHAT (WHY) and then exits 2; the files are written all the
+    /// same.
+    Convert {
+        /// The agent whose config FILE is.
+        #[arg(long, value_enum)]
+        from: ConvertFrom,
+        /// The config to convert.
+        file: PathBuf,
+        /// Where to write (created if needed; must not already hold a sluice config).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -121,6 +141,57 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Convert { from, file, out } => convert(from, &file, &out),
+    }
+}
+
+/// `sluice convert`: exit 0 when everything was converted, 2 when something was left out, 1
+/// when nothing could be written.
+fn convert(from: ConvertFrom, file: &Path, out: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let date = sluice::convert::today();
+    let result = match from {
+        ConvertFrom::Promtail => sluice::convert::convert_promtail(file, &text, &date),
+    };
+    let conversion = match result {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match sluice::convert::write(&conversion, out) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stderr = std::io::stderr().lock();
+    for issue in &conversion.issues {
+        let _ = writeln!(stderr, "{issue}");
+    }
+    let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    println!("wrote {}", files.join(", "));
+    if conversion.issues.is_empty() {
+        println!(
+            "everything was converted: review the files, then run `sluice check --config {}`",
+            out.join(sluice::convert::AGENT_FILE).display()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "{} part(s) not converted (listed on stderr): review the files, then run `sluice check --config {}`",
+            conversion.issues.len(),
+            out.join(sluice::convert::AGENT_FILE).display()
+        );
+        ExitCode::from(2)
     }
 }
 

@@ -4,9 +4,11 @@
 mod support;
 
 mod compose;
+mod convert;
 mod core;
 mod docker;
 mod files;
+mod kubernetes;
 mod metrics;
 mod reload;
 mod traces;
