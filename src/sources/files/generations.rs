@@ -11,6 +11,11 @@
 //!   the fingerprint of its decompressed start and its decompressed length (the gzip trailer).
 //!   A plain file that grew after it was read is read on from where it was left.
 //!
+//! A gzip file still being written (the trailer does not match, and the data does not decompress
+//! to its end) is not a generation yet: its plain source is still there, and is read instead.
+//! Names ending in `.tmp` (the kubelet compresses into `<name>.gz.tmp` and renames) are never
+//! generations.
+//!
 //! Ambiguity errs on the side of reading twice, never on the side of losing lines.
 
 use super::discover::{FINGERPRINT_BYTES, FileId, Fingerprint};
@@ -70,6 +75,13 @@ impl Generation {
         Some(Fingerprint::of(&buf[..filled]))
     }
 
+    /// Whether it is a gzip file that decompresses to its end (not one still being written).
+    fn is_complete_gzip(&self) -> bool {
+        let Ok(file) = std::fs::File::open(&self.path) else { return false };
+        let mut reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        std::io::copy(&mut reader, &mut std::io::sink()).is_ok()
+    }
+
     /// The length of its content: the file's, or the one a gzip trailer records (modulo 2³²).
     fn content_len(&self) -> Option<u64> {
         if !self.compressed {
@@ -91,7 +103,11 @@ pub fn siblings(base: &Path) -> Vec<Generation> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut found: Vec<Generation> = entries
         .flatten()
-        .filter(|e| e.file_name().as_encoded_bytes().starts_with(&prefix))
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.as_encoded_bytes();
+            name.starts_with(&prefix) && !name.ends_with(b".tmp")
+        })
         .filter_map(|e| Generation::at(e.path()))
         .collect();
     found.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
@@ -150,10 +166,16 @@ impl History {
         {
             return (g.content_len()? > known.len).then_some(known.len);
         }
+        if !g.compressed {
+            return Some(0);
+        }
         // A plain generation read, gzipped since: the same start and length.
         let len = g.content_len()?;
-        let read = g.compressed && self.read.iter().any(|r| !r.compressed && r.len % (1 << 32) == len && same_start(r));
-        (!read).then_some(0)
+        if self.read.iter().any(|r| !r.compressed && r.len % (1 << 32) == len && same_start(r)) {
+            return None;
+        }
+        // Another content, or a gzip still being written (its trailer is not there yet).
+        g.is_complete_gzip().then_some(0)
     }
 }
 
@@ -223,6 +245,31 @@ mod tests {
         history.record(g.id, false, g.fingerprint().unwrap(), g.len);
         std::fs::OpenOptions::new().append(true).open(&g.path).unwrap().write_all(b"late\n").unwrap();
         assert_eq!(names(&history.unread(&base)), [("0.log.1".to_string(), 5)]);
+    }
+
+    #[test]
+    fn a_gzip_being_written_is_not_a_generation_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("0.log");
+        let mut history = History::since(SystemTime::UNIX_EPOCH);
+        let content: Vec<u8> = (0..2000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let g = write(&dir.path().join("0.log.1"), &content);
+        history.record(g.id, false, g.fingerprint().unwrap(), g.len);
+        // gzip writes 0.log.1.gz as it goes and removes 0.log.1 when done.
+        let whole = std::fs::read(gzip(&dir.path().join("whole.gz"), &content).path).unwrap();
+        std::fs::remove_file(dir.path().join("whole.gz")).unwrap();
+        std::fs::write(dir.path().join("0.log.1.gz"), &whole[..whole.len() / 2]).unwrap();
+        assert!(history.unread(&base).is_empty(), "{:?}", names(&history.unread(&base)));
+        // One never read, being compressed: its plain source is the generation.
+        let h = write(&dir.path().join("0.log.2"), b"second\n");
+        std::fs::write(dir.path().join("0.log.2.gz"), &whole[..10]).unwrap();
+        // The kubelet's temporary file is never one.
+        std::fs::write(dir.path().join("0.log.3.gz.tmp"), &whole).unwrap();
+        assert_eq!(names(&history.unread(&base)), [("0.log.2".to_string(), 0)]);
+        history.record(h.id, false, h.fingerprint().unwrap(), h.len);
+        // Complete now.
+        std::fs::write(dir.path().join("0.log.1.gz"), &whole).unwrap();
+        assert!(history.unread(&base).is_empty());
     }
 
     #[test]
