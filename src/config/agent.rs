@@ -230,29 +230,16 @@ impl AgentConfig {
             if name.is_empty() {
                 error(source.position, "a source needs a non-empty name".into());
             }
-            if let SourceConfig::Docker(docker) = &source.value {
-                for (position, message) in docker.validate() {
-                    let position = if position == Position::START { source.position } else { position };
-                    error(position, format!("source `{name}`: {message}"));
-                }
-            }
-            if let SourceConfig::Files(files) = &source.value {
-                for (position, message) in files.validate() {
-                    let position = if position == Position::START { source.position } else { position };
-                    error(position, format!("source `{name}`: {message}"));
-                }
-            }
-            if let SourceConfig::Otlp(otlp) = &source.value {
-                for (position, message) in otlp.validate() {
-                    let position = if position == Position::START { source.position } else { position };
-                    error(position, format!("source `{name}`: {message}"));
-                }
-            }
-            if let SourceConfig::PrometheusScrape(scrape) = &source.value {
-                for (position, message) in scrape.validate() {
-                    let position = if position == Position::START { source.position } else { position };
-                    error(position, format!("source `{name}`: {message}"));
-                }
+            let problems = match &source.value {
+                SourceConfig::Docker(c) => c.validate(),
+                SourceConfig::Files(c) => c.validate(),
+                SourceConfig::Otlp(c) => c.validate(),
+                SourceConfig::PrometheusScrape(c) => c.validate(),
+                _ => Vec::new(),
+            };
+            for (position, message) in problems {
+                let position = if position == Position::START { source.position } else { position };
+                error(position, format!("source `{name}`: {message}"));
             }
             for label in source.value.labels().keys() {
                 if !is_valid_name(label) || label.starts_with("__") {
@@ -267,11 +254,20 @@ impl AgentConfig {
         }
         for (name, sink) in &self.sinks {
             for source in sink.value.sources() {
-                if !self.sources.contains_key(source) {
-                    error(
+                match self.sources.get(source) {
+                    None => error(
                         sink.position,
                         format!("sink `{name}` reads from source `{source}`, which is not configured"),
-                    );
+                    ),
+                    Some(s) if s.value.signal() != sink.value.signal() => error(
+                        sink.position,
+                        format!(
+                            "sink `{name}` takes {} but source `{source}` produces {}: it would get nothing from it",
+                            sink.value.signal().as_str(),
+                            s.value.signal().as_str()
+                        ),
+                    ),
+                    Some(_) => {}
                 }
             }
             if let SinkConfig::Loki(loki) = &sink.value {
@@ -342,5 +338,18 @@ mod tests {
         assert!(text.contains("a.yaml:1:31: server.http_listen_address `nowhere`"), "{text}");
         assert!(text.contains("`bad-name` is not a valid label name"), "{text}");
         assert!(text.contains("a.yaml:5:8: sink `out` reads from source `missing`"), "{text}");
+    }
+
+    #[test]
+    fn a_sink_reading_a_source_of_another_signal_is_an_error() {
+        let config = parse(
+            "sources:\n  logs: {type: stdin}\n  spans: {type: otlp}\nsinks:\n  out: {type: console, sources: [logs, spans]}\n",
+        )
+        .unwrap();
+        let errors = config.validate(Path::new("a.yaml")).unwrap_err();
+        assert_eq!(
+            errors.to_string().trim(),
+            "a.yaml:5:8: sink `out` takes logs but source `spans` produces traces: it would get nothing from it"
+        );
     }
 }
