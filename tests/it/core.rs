@@ -1,7 +1,7 @@
 //! The core log path, end to end: stdin → pipelines → Loki sink → a strict test Loki; the CLI;
 //! the HTTP endpoints; retries, refusals, backpressure and shutdown.
 
-use crate::support::agent::{Agent, AgentSetup, free_port, run_cli};
+use crate::support::agent::{Agent, AgentSetup, BINARY, free_port, run_cli};
 use crate::support::lines::{LEVELS, SERVICES, nanos_ago, seq_of, structured};
 use crate::support::loki::{Answer, Limits, TestLoki};
 use std::collections::BTreeMap;
@@ -310,4 +310,38 @@ fn check_reports_every_error_with_file_line_and_column() {
     let (code, stdout, stderr) = run_cli(&["check", "--config", "sluice.yaml"], dir.path());
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("OK (1 sources, 1 sinks"), "{stdout}");
+}
+
+/// Every agent file shipped in configs/agent passes `sluice check` with the environment its
+/// deployment gives it (the pipelines of the repository in place of the mounted ones).
+#[test]
+fn check_passes_on_every_shipped_agent_config() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipelines = repo.join("pipelines");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("configs/agent")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // Mounted at /etc/sluice/pipelines in a container; relative to the file in the repository.
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("/etc/sluice/pipelines", &pipelines.display().to_string())
+            .replace("../../pipelines", &pipelines.display().to_string());
+        std::fs::write(dir.path().join(&name), text).unwrap();
+        let out = std::process::Command::new(BINARY)
+            .args(["check", "--config", &name])
+            .current_dir(dir.path())
+            .env("NODE_NAME", "node-1")
+            .env("JAEGER_OTLP_ENDPOINT", "http://jaeger:4317")
+            .env("SLUICE_PIPELINES_DIR", &pipelines)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(": OK ("), "{name}: {stdout}");
+        checked.push(name);
+    }
+    assert_eq!(checked, ["compose.yaml", "kubernetes.yaml", "quickstart.yaml", "sluice.yaml"]);
 }

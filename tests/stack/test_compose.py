@@ -84,6 +84,13 @@ def test_gpu_exporter_only_with_the_gpu_profile(compose):
     assert device["driver"] == "nvidia"
     assert "gpu" in device["capabilities"]
     assert gpu["ports"] == ["9835:9835"]
+    # found and scraped by sluice (configs/agent/compose.yaml), not by Prometheus
+    assert gpu["labels"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "9835"}
+    agent = load_yaml(REPO / "configs" / "agent" / "compose.yaml")
+    (job,) = agent["sources"]["node_metrics"]["jobs"]
+    assert job["job_name"] == "nvidia-gpu-exporter" and "docker_discovery" in job
+    assert agent["sinks"]["prometheus"]["sources"] == ["node_metrics"]
+    assert agent["sinks"]["jaeger"]["sources"] == ["otlp"]
     for name, svc in compose["services"].items():
         if name != "nvidia-gpu-exporter":
             assert "profiles" not in svc, f"{name} would not start by default"
