@@ -10,7 +10,7 @@
 
 use super::Tracked;
 use super::client::{ClientError, Endpoint, LogsQuery, open_logs};
-use super::frames::{FrameReader, Line, LineJoiner, Origin};
+use super::frames::{FrameReader, Line, LineJoiner, Message, Origin};
 use crate::event::{AckSet, AckToken, LogBatch, LogEntry};
 use crate::sources::stdin::{MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LINE};
 use futures_util::FutureExt;
@@ -132,7 +132,7 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
         _ => None,
     };
     let mut since = first_since;
-    let mut newest = [i64::MIN; 2];
+    let mut newest = [Newest::default(); 2];
     let mut last_data = tokio::time::Instant::now();
     loop {
         let tty = t.info.lock().tty;
@@ -199,13 +199,14 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                     }
                     // The engine can send lines again after json-file rotation. Each stream's
                     // timestamps only grow (nanoseconds, taken as the daemon reads the
-                    // container's output), so one not past the newest is a replay.
+                    // container's output), so one not past the newest is a replay; except the
+                    // parts of a line split at 16 KiB, which all carry the line's timestamp.
                     if let Some(newest) = newest_of(&mut newest, message.origin).filter(|_| message.stamped) {
-                        if message.time <= *newest {
+                        if newest.replays(&message) {
                             ctx.replays.inc();
                             continue;
                         }
-                        *newest = message.time;
+                        *newest = Newest { time: message.time, open: !message.complete };
                     }
                     read = Some(Position::after(read, message.time));
                     if let Some(line) = joiner.push(message) {
@@ -277,7 +278,27 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
 const ACTIVE_STALL_CHECK: Duration = Duration::from_secs(5);
 const RECENTLY_ACTIVE: Duration = Duration::from_secs(60);
 
-fn newest_of(newest: &mut [i64; 2], origin: Origin) -> Option<&mut i64> {
+/// The newest message of a stream.
+#[derive(Debug, Clone, Copy)]
+struct Newest {
+    time: i64,
+    /// It was a part of a split line: the next parts carry the same timestamp.
+    open: bool,
+}
+
+impl Default for Newest {
+    fn default() -> Self {
+        Newest { time: i64::MIN, open: false }
+    }
+}
+
+impl Newest {
+    fn replays(&self, message: &Message) -> bool {
+        message.time < self.time || (message.time == self.time && !self.open)
+    }
+}
+
+fn newest_of(newest: &mut [Newest; 2], origin: Origin) -> Option<&mut Newest> {
     match origin {
         Origin::Stdout => Some(&mut newest[0]),
         Origin::Stderr => Some(&mut newest[1]),
@@ -367,6 +388,21 @@ async fn is_stalled(t: &Tracked, ctx: &FollowContext, read: Option<Position>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn parts_of_a_split_line_share_its_timestamp_and_are_not_replays() {
+        let message =
+            |time, complete| Message { origin: Origin::Stdout, time, content: Bytes::new(), complete, stamped: true };
+        let mut newest = Newest::default();
+        // Docker 20.10: a 100 KiB line is 7 parts with one timestamp, then the next line.
+        for (time, complete) in [(10, false), (10, false), (10, true), (11, true)] {
+            assert!(!newest.replays(&message(time, complete)), "{time} {complete}");
+            newest = Newest { time, open: !complete };
+        }
+        assert!(newest.replays(&message(11, true)), "the same whole line again");
+        assert!(newest.replays(&message(10, false)), "an older part");
+    }
 
     #[test]
     fn positions_count_ties() {
