@@ -127,6 +127,11 @@ impl CacheState {
         }
     }
 
+    /// Pods held, each once (a static pod is also held under the uid of its files).
+    fn pod_count(&self) -> usize {
+        self.pods.iter().filter(|(uid, meta)| **uid == meta.uid).count()
+    }
+
     fn remove(&mut self, meta: &PodMeta) {
         let same = |p: &Arc<PodMeta>| p.uid == meta.uid;
         if self.pods.get(&meta.uid).is_some_and(same) {
@@ -171,8 +176,7 @@ impl PodCache {
 
     /// Pods held (deleted ones kept for late files included; a static pod counts once).
     pub fn len(&self) -> usize {
-        let s = self.state.lock();
-        s.pods.values().filter(|p| s.pods.get(&p.uid).is_some_and(|q| Arc::ptr_eq(p, q))).count()
+        self.state.lock().pod_count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,8 +209,7 @@ impl PodCache {
     }
 
     fn changed(&self, s: &CacheState) {
-        let pods = s.pods.values().filter(|p| s.pods.get(&p.uid).is_some_and(|q| Arc::ptr_eq(p, q))).count();
-        self.size.set(i64::try_from(pods).unwrap_or(i64::MAX));
+        self.size.set(i64::try_from(s.pod_count()).unwrap_or(i64::MAX));
         self.changed.send_replace(());
     }
 
