@@ -77,10 +77,11 @@ impl PendingBatch {
         stream.entries.push(entry);
     }
 
-    /// Carries the tokens and the permit of a queued batch.
+    /// Carries the tokens and the permit of a queued batch. A queued batch's entries are added
+    /// together, so its permit, if already carried, is the last one.
     pub fn carry(&mut self, acks: &AckSet, permit: &Arc<QueuePermit>) {
         self.acks.extend_cloned(acks);
-        if !self.permits.iter().any(|p| Arc::ptr_eq(p, permit)) {
+        if !self.permits.last().is_some_and(|p| Arc::ptr_eq(p, permit)) {
             self.permits.push(Arc::clone(permit));
         }
     }

@@ -106,6 +106,13 @@ fn now_nanos() -> i64 {
 }
 
 /// Lines read and not sent yet, with the checkpoint they reach.
+/// How long a stream that just sent data may be waited for to fill a small batch: the engine
+/// sends a few lines per read, and a batch of a few lines costs a channel send, a pipeline run, an
+/// acknowledgement and a queue permit (measured with scripts/bench/docker.py: ~6 lines per batch).
+const LINGER: Duration = Duration::from_millis(5);
+/// Batches with this many lines are sent without lingering.
+const LINGER_BELOW_LINES: usize = 256;
+
 struct Pending {
     entries: Vec<LogEntry>,
     bytes: usize,
@@ -177,8 +184,10 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                 }
             };
             last_data = tokio::time::Instant::now();
+            let linger_until = last_data + LINGER;
             let mut next = frame;
-            // Take everything the engine already sent, then send one batch for it.
+            // Take everything the engine already sent, and what a busy stream sends within
+            // LINGER while the batch is small, then send one batch for it.
             let end = loop {
                 match next {
                     None => break Some(StreamEnd::Eof),
@@ -221,6 +230,13 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                 }
                 match body.frame().now_or_never() {
                     Some(f) => next = f,
+                    None if pending.entries.len() < LINGER_BELOW_LINES => {
+                        // Cancel-safe: a frame is only taken out of the body when it is ready.
+                        match tokio::time::timeout_at(linger_until, body.frame()).await {
+                            Ok(f) => next = f,
+                            Err(_) => break None,
+                        }
+                    }
                     None => break None,
                 }
             };
