@@ -84,13 +84,17 @@ def test_gpu_exporter_only_with_the_gpu_profile(compose):
     assert device["driver"] == "nvidia"
     assert "gpu" in device["capabilities"]
     assert gpu["ports"] == ["9835:9835"]
-    # found and scraped by sluice (configs/agent/compose.yaml), not by Prometheus
-    assert gpu["labels"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "9835"}
+
+
+def test_the_compose_agent_ships_logs_to_loki_and_traces_to_jaeger():
     agent = load_yaml(REPO / "configs" / "agent" / "compose.yaml")
-    (job,) = agent["sources"]["node_metrics"]["jobs"]
-    assert job["job_name"] == "nvidia-gpu-exporter" and "docker_discovery" in job
-    assert agent["sinks"]["prometheus"]["sources"] == ["node_metrics"]
-    assert agent["sinks"]["jaeger"]["sources"] == ["otlp"]
+    assert {n: s["type"] for n, s in agent["sources"].items()} == {"docker": "docker", "otlp": "otlp"}
+    assert agent["sinks"]["loki"]["sources"] == ["docker"]
+    assert agent["sinks"]["jaeger"] == {
+        "type": "otlp",
+        "sources": ["otlp"],
+        "endpoint": "${JAEGER_OTLP_ENDPOINT:-http://jaeger:4317}",
+    }
     for name, svc in compose["services"].items():
         if name != "nvidia-gpu-exporter":
             assert "profiles" not in svc, f"{name} would not start by default"
