@@ -36,12 +36,25 @@ impl LineSplitter {
         LineSplitter { buf: BytesMut::new(), scanned: 0, max_line: max_line.max(1), chunk: chunk.max(64) }
     }
 
+    /// Changes how much [`Self::reserve`] makes room for.
+    pub fn set_chunk(&mut self, chunk: usize) {
+        self.chunk = chunk.max(64);
+    }
+
     /// Room to read into (at least a quarter of a chunk).
     pub fn reserve(&mut self) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < self.chunk / 4 {
             self.buf.reserve(self.chunk);
         }
         &mut self.buf
+    }
+
+    /// Moves what is buffered (part of a line) into a buffer of its size when the buffer is
+    /// mostly unused room, so that a reader that waits keeps little memory.
+    pub fn compact(&mut self) {
+        if self.buf.capacity() > 4 * self.buf.len().max(4096) {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
     }
 
     /// Gives back the buffer's memory when nothing is buffered (an idle file keeps none).

@@ -119,9 +119,12 @@ pub async fn run(config: FilesConfig, emitter: Emitter, cancel: CancellationToke
     };
     let label = SourceLabel { source: name.clone() };
     let files_metrics = &emitter.shared().telemetry.metrics.files;
-    let (batches, rx) = mpsc::channel(64);
+    // Few batches between the readers and the pipelines: each holds up to 1 MiB of lines, and
+    // when the sinks are slow the files are the buffer, not memory.
+    let (batches, rx) = mpsc::channel(4);
     let context = Arc::new(TailContext {
         batches,
+        read_slots: tokio::sync::Semaphore::new(tailer::READ_SLOTS),
         cancel: cancel.child_token(),
         malformed: files_metrics.malformed.get_or_create_owned(&label),
         truncations: files_metrics.truncations.get_or_create_owned(&label),

@@ -8,6 +8,16 @@
 //! - [`Mode::Drain`]: a rotated generation, plain or gzipped, read once to its end
 //!   ([`TailEnd::Drained`]).
 //!
+//! Plain files are read with blocking `read` calls on the task's own thread: what a tailer reads
+//! was just written and sits in the page cache, so a read costs microseconds, far less than a
+//! round trip through the blocking pool (measured: that round trip was ~8% of the CPU per line).
+//! Reads start at [`MIN_CHUNK`] and double while they come back full, up to [`MAX_CHUNK`], so a
+//! file with a backlog is read in large chunks and an idle one holds little memory.
+//!
+//! Memory does not grow with the number of files: a reader reads only while it holds one of the
+//! source's [`READ_SLOTS`], from its first read of a batch until the batch is sent (or the file's
+//! end), and a reader without a slot keeps no read buffer beyond the part of a line it holds.
+//!
 //! Positions are content offsets (decompressed ones for a gzipped file). Each batch carries a
 //! checkpoint: the offset after its last complete entry (never inside a line still being
 //! joined), committed in [`Tailed`] once the sinks settled it.
@@ -22,13 +32,12 @@ use crate::sources::stdin::{MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LINE};
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +45,12 @@ use tokio_util::sync::CancellationToken;
 const POLL: Duration = Duration::from_secs(1);
 /// How long a rotated file must be quiet before its end is taken as final.
 pub const ROTATION_GRACE: Duration = Duration::from_millis(200);
-/// Bytes read at once.
-const CHUNK: usize = 16 * 1024;
+/// The first read of a file, and after each time its end was reached.
+const MIN_CHUNK: usize = 16 * 1024;
+/// The largest read, while a backlog is read.
+const MAX_CHUNK: usize = 256 * 1024;
+/// Readers of one source filling a batch at once.
+pub const READ_SLOTS: usize = 4;
 
 /// The label sets of a file's entries (by stream), and its metadata.
 #[derive(Debug, Clone)]
@@ -79,6 +92,8 @@ impl Tailed {
 /// What the readers of a source share.
 pub struct TailContext {
     pub batches: mpsc::Sender<LogBatch>,
+    /// [`READ_SLOTS`] permits: a reader holds one while it fills a batch.
+    pub read_slots: tokio::sync::Semaphore,
     pub cancel: CancellationToken,
     pub malformed: Counter,
     pub truncations: Counter,
@@ -128,7 +143,9 @@ pub async fn read(
         decoder: Decoder::new(format, MAX_LINE),
         offset: start,
         complete: start,
-        splitter: LineSplitter::with_chunk(MAX_LINE, CHUNK),
+        splitter: LineSplitter::with_chunk(MAX_LINE, MIN_CHUNK),
+        chunk: MIN_CHUNK,
+        slot: None,
         pending: Vec::new(),
         pending_bytes: 0,
     };
@@ -144,7 +161,7 @@ pub async fn read(
 
 /// Where a generation's bytes come from.
 enum Input {
-    File(tokio::fs::File),
+    File(std::fs::File),
     /// A gzipped generation, decompressed in chunks on the blocking pool; `carry` is the part
     /// of a chunk not read yet.
     Gzip {
@@ -155,18 +172,18 @@ enum Input {
 
 impl Input {
     async fn open(t: &Tailed, start: u64) -> std::io::Result<Input> {
-        let mut file = tokio::fs::File::open(&t.path).await?;
-        if FileId::of(&file.metadata().await?) != t.id {
+        let mut file = std::fs::File::open(&t.path)?;
+        if FileId::of(&file.metadata()?) != t.id {
             // Rotated between discovery and opening: the path's task finds both files.
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the path names another file now"));
         }
         if !t.compressed {
             if start > 0 {
-                file.seek(SeekFrom::Start(start)).await?;
+                file.seek(SeekFrom::Start(start))?;
             }
             return Ok(Input::File(file));
         }
-        let mut chunks = gunzip(file.into_std().await);
+        let mut chunks = gunzip(file);
         let mut skipped = 0u64;
         while skipped < start {
             match chunks.recv().await {
@@ -183,9 +200,16 @@ impl Input {
         Ok(Input::Gzip { chunks, carry: None })
     }
 
-    async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+    /// Reads up to `want` bytes (a file) or the next decompressed chunk (gzip) into `buf`.
+    async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
         match self {
-            Input::File(file) => file.read_buf(buf).await,
+            Input::File(file) => {
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let read = file.read(&mut buf[start..]);
+                buf.truncate(start + *read.as_ref().unwrap_or(&0));
+                read
+            }
             Input::Gzip { chunks, carry } => {
                 let next = match carry.take() {
                     Some(rest) => Some(Ok(rest)),
@@ -209,10 +233,9 @@ impl Input {
 fn gunzip(file: std::fs::File) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
-        use std::io::Read;
         let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
         loop {
-            let mut chunk = vec![0u8; CHUNK];
+            let mut chunk = vec![0u8; MIN_CHUNK];
             match decoder.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => {
@@ -241,6 +264,10 @@ struct Reader<'a> {
     /// Content offset after the last complete entry.
     complete: u64,
     splitter: LineSplitter,
+    /// The size of the next read: doubles while reads come back full.
+    chunk: usize,
+    /// Held from the first read of a batch until it is sent, or the file's end.
+    slot: Option<tokio::sync::SemaphorePermit<'a>>,
     pending: Vec<LogEntry>,
     pending_bytes: usize,
 }
@@ -251,17 +278,32 @@ impl Reader<'_> {
         if self.ctx.cancel.is_cancelled() {
             return Err(TailEnd::Cancelled);
         }
-        let n = input.read_into(self.splitter.reserve()).await.map_err(|e| {
+        if self.slot.is_none() {
+            let slots = &self.ctx.read_slots;
+            self.slot = tokio::select! {
+                slot = slots.acquire() => Some(slot.map_err(|_| TailEnd::Cancelled)?),
+                _ = self.ctx.cancel.cancelled() => return Err(TailEnd::Cancelled),
+            };
+        }
+        let buf = self.splitter.reserve();
+        let want = self.chunk.min(buf.capacity() - buf.len()).max(1);
+        let n = input.read_into(buf, want).await.map_err(|e| {
             tracing::warn!(source = %self.ctx.source, path = %self.t.path.display(), error = %e, "read failed; the file is left");
             TailEnd::Failed
         })?;
         if n == 0 {
+            self.chunk = MIN_CHUNK;
+            self.slot = None;
             return Ok(false);
+        }
+        if n == want && self.chunk < MAX_CHUNK {
+            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+            self.splitter.set_chunk(self.chunk);
         }
         self.offset += n as u64;
         self.take_lines();
         if let Input::File(file) = input {
-            self.refresh_fingerprint(file).await;
+            self.refresh_fingerprint(file);
         }
         if self.pending.len() >= MAX_BATCH_LINES || self.pending_bytes >= MAX_BATCH_BYTES {
             self.send().await?;
@@ -278,7 +320,7 @@ impl Reader<'_> {
             }
             // A plain file renamed a moment ago may still get its writer's last lines.
             if let Input::File(file) = input {
-                let quiet = file.metadata().await.ok().and_then(|m| m.modified().ok()).and_then(|m| m.elapsed().ok());
+                let quiet = file.metadata().ok().and_then(|m| m.modified().ok()).and_then(|m| m.elapsed().ok());
                 if quiet.is_some_and(|q| q < ROTATION_GRACE) {
                     tokio::time::sleep(ROTATION_GRACE / 4).await;
                     continue;
@@ -302,18 +344,19 @@ impl Reader<'_> {
                 return end;
             }
             self.splitter.shrink();
+            self.splitter.set_chunk(MIN_CHUNK);
             let Input::File(file) = input else { return TailEnd::Failed };
-            let size = file.metadata().await.map(|m| m.len()).unwrap_or(self.offset);
+            let size = file.metadata().map(|m| m.len()).unwrap_or(self.offset);
             if size < self.offset {
                 self.ctx.truncations.inc();
                 tracing::info!(source = %self.ctx.source, path = %self.t.path.display(), "file truncated; reading it from the start");
-                if file.seek(SeekFrom::Start(0)).await.is_err() {
+                if file.seek(SeekFrom::Start(0)).is_err() {
                     return TailEnd::Failed;
                 }
                 self.restart_at_zero();
                 continue;
             }
-            let same = tokio::fs::metadata(&self.t.path).await.map(|m| FileId::of(&m) == self.t.id).unwrap_or(false);
+            let same = std::fs::metadata(&self.t.path).map(|m| FileId::of(&m) == self.t.id).unwrap_or(false);
             if !same {
                 // Rotated or deleted: the old file gets a grace period for its last writes.
                 match moved_at {
@@ -352,26 +395,21 @@ impl Reader<'_> {
     fn restart_at_zero(&mut self) {
         self.offset = 0;
         self.complete = 0;
-        self.splitter = LineSplitter::with_chunk(MAX_LINE, CHUNK);
+        self.splitter = LineSplitter::with_chunk(MAX_LINE, MIN_CHUNK);
+        self.chunk = MIN_CHUNK;
         self.decoder = Decoder::new(self.decoder.format(), MAX_LINE);
         *self.t.fingerprint.lock() = Fingerprint::of(b"");
     }
 
     /// Keeps the fingerprint growing until it covers [`FINGERPRINT_BYTES`].
-    async fn refresh_fingerprint(&mut self, file: &tokio::fs::File) {
+    fn refresh_fingerprint(&mut self, file: &std::fs::File) {
         let known = self.t.fingerprint.lock().len as u64;
         if known as usize >= FINGERPRINT_BYTES || self.offset <= known {
             return;
         }
-        let Ok(Ok(std_file)) = file.try_clone().await.map(|f| f.try_into_std()) else { return };
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; FINGERPRINT_BYTES];
-            let n = std_file.read_at(&mut buf, 0).unwrap_or(0);
-            Fingerprint::of(&buf[..n])
-        })
-        .await;
-        if let Ok(fp) = read {
-            *self.t.fingerprint.lock() = fp;
+        let mut buf = [0u8; FINGERPRINT_BYTES];
+        if let Ok(n) = file.read_at(&mut buf, 0) {
+            *self.t.fingerprint.lock() = Fingerprint::of(&buf[..n]);
         }
     }
 
@@ -421,6 +459,10 @@ impl Reader<'_> {
                 tailed.committed.store(offset, Ordering::Release);
             }
         });
-        self.ctx.batches.send(LogBatch::new(entries, AckSet::one(token))).await.map_err(|_| TailEnd::Cancelled)
+        let sent = self.ctx.batches.send(LogBatch::new(entries, AckSet::one(token))).await;
+        // The batch is the pipelines' now: another reader may fill one.
+        self.slot = None;
+        self.splitter.compact();
+        sent.map_err(|_| TailEnd::Cancelled)
     }
 }
