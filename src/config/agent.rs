@@ -1,6 +1,7 @@
 //! The agent file: HTTP server, directories, label limits, sources and sinks.
 
-use super::duration::HumanDuration;
+use super::common::{QueueConfig, WhenFull};
+use super::duration::{ByteSize, HumanDuration};
 use super::{ConfigError, ConfigErrors, Located, Position};
 use crate::event::labels::is_valid_name;
 use crate::sinks::console::ConsoleConfig;
@@ -200,14 +201,16 @@ impl SinkConfig {
         }
     }
 
-    /// The queue in front of the sink.
-    pub fn queue(&self) -> crate::config::common::QueueConfig {
-        match self {
-            SinkConfig::Loki(c) => c.queue.clone(),
-            SinkConfig::Console(_) => Default::default(),
-            SinkConfig::Otlp(c) => c.queue.clone(),
-            SinkConfig::PrometheusRemoteWrite(c) => c.queue.clone(),
-        }
+    /// The queue in front of the sink: its size in bytes and what a full one does.
+    pub fn queue(&self) -> (ByteSize, WhenFull) {
+        let default = QueueConfig::default();
+        let (queue, default_bytes) = match self {
+            SinkConfig::Loki(c) => (&c.queue, LokiConfig::DEFAULT_QUEUE_BYTES),
+            SinkConfig::Console(_) => (&default, QueueConfig::DEFAULT_BYTES),
+            SinkConfig::Otlp(c) => (&c.queue, QueueConfig::DEFAULT_BYTES),
+            SinkConfig::PrometheusRemoteWrite(c) => (&c.queue, QueueConfig::DEFAULT_BYTES),
+        };
+        (queue.max_bytes_or(default_bytes), queue.when_full)
     }
 }
 

@@ -74,18 +74,23 @@ pub enum WhenFull {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    #[serde(default = "default_queue_bytes")]
-    pub max_bytes: ByteSize,
+    /// Unset: the sink's default ([`QueueConfig::DEFAULT_BYTES`] unless the sink says otherwise).
+    #[serde(default)]
+    pub max_bytes: Option<ByteSize>,
     #[serde(default)]
     pub when_full: WhenFull,
 }
 
-fn default_queue_bytes() -> ByteSize {
-    ByteSize::mib(16)
+impl QueueConfig {
+    pub const DEFAULT_BYTES: ByteSize = ByteSize::mib(16);
+
+    pub fn max_bytes_or(&self, default: ByteSize) -> ByteSize {
+        self.max_bytes.unwrap_or(default)
+    }
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { max_bytes: default_queue_bytes(), when_full: WhenFull::Block }
+        QueueConfig { max_bytes: None, when_full: WhenFull::Block }
     }
 }

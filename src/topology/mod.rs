@@ -311,11 +311,11 @@ fn routes<'a>(sources: impl Iterator<Item = (&'a String, Signal)>, sinks: &BTree
 }
 
 fn queue<B: Queued>(name: &str, config: &SinkConfig, handles: &SinkHandles) -> (SinkQueue<B>, QueueReceiver<B>) {
-    let queue_config = config.queue();
+    let (max_bytes, when_full) = config.queue();
     SinkQueue::new(
         name,
-        queue_config.max_bytes.as_usize(),
-        queue_config.when_full,
+        max_bytes.as_usize(),
+        when_full,
         handles.queue_bytes.clone(),
         handles.queue_capacity_bytes.clone(),
         handles.dropped("queue_full"),

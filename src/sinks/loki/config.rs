@@ -73,6 +73,10 @@ fn default_true() -> bool {
 }
 
 impl LokiConfig {
+    /// The queue's default size: the sources of logs (files, Docker) keep what waits on disk,
+    /// so four batches in memory are enough to keep pushes flowing (and keep RSS low).
+    pub const DEFAULT_QUEUE_BYTES: ByteSize = ByteSize::mib(4);
+
     /// Checks beyond types; each message is about this sink.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();

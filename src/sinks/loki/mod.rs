@@ -1,7 +1,8 @@
 //! The Loki sink: batches per tenant, protobuf + snappy pushes, retries, acknowledgements.
 //!
 //! Shape: one dispatcher task reads the sink's queue and fills a [`batch::PendingBatch`] per
-//! tenant; a batch is closed when it reaches `batch_size` or is `batch_wait` old and handed to
+//! tenant; a batch is closed when it reaches `batch_size` (at most half the queue's
+//! `max_bytes`, whose room its entries hold) or is `batch_wait` old and handed to
 //! that tenant's worker, which encodes, pushes and retries it. One push in flight per tenant
 //! keeps each stream in order; a tenant whose Loki refuses or hangs holds only its own worker
 //! (its closed batches wait in its own list, bounded by the sink's queue permits).
@@ -144,7 +145,13 @@ impl LokiSink {
             handles: handles.clone(),
         });
         Ok(LokiSink {
-            batch_size: config.batch_size.as_usize(),
+            // The batch being filled holds its entries' room in the queue: with a queue of less
+            // than two batches, the sources would wait for batch_wait at every push.
+            batch_size: config
+                .batch_size
+                .as_usize()
+                .min(config.queue.max_bytes_or(LokiConfig::DEFAULT_QUEUE_BYTES).as_usize() / 2)
+                .max(1),
             batch_wait: config.batch_wait.0,
             tenant_id: config.tenant_id.as_deref().map(Arc::from),
             tenant_label: config.tenant_label.clone(),
