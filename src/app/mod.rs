@@ -141,6 +141,8 @@ pub async fn run(path: &Path) -> Result<(), AppError> {
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .map_err(|source| AppError::Listen { address: address.clone(), source })?;
+    // The address bound (the configured port may be 0: any free one).
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| address.clone());
     let shutdown_timeout = loaded.agent.server.shutdown_timeout.0;
     let topology = Topology::start(&loaded.agent, loaded.data_dir.clone(), pipelines, Arc::clone(&telemetry)).await?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -152,7 +154,7 @@ pub async fn run(path: &Path) -> Result<(), AppError> {
     ));
     tracing::info!(
         config = %path.display(),
-        http = %address,
+        http = %bound,
         sources = loaded.agent.sources.len(),
         sinks = loaded.agent.sinks.len(),
         pipelines = loaded.pipelines.len(),
