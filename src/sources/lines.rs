@@ -49,12 +49,11 @@ impl LineSplitter {
         &mut self.buf
     }
 
-    /// Moves what is buffered (part of a line) into a buffer of its size when the buffer is
-    /// mostly unused room, so that a reader that waits keeps little memory.
+    /// Moves what is buffered (part of a line) into a buffer of its own size, so that a reader
+    /// that waits keeps little memory. (The rest of a read buffer shares the allocation of the
+    /// lines split from it: held, it would keep the whole chunk alive after they are gone.)
     pub fn compact(&mut self) {
-        if self.buf.capacity() > 4 * self.buf.len().max(4096) {
-            self.buf = BytesMut::from(&self.buf[..]);
-        }
+        self.buf = if self.buf.is_empty() { BytesMut::new() } else { BytesMut::from(&self.buf[..]) };
     }
 
     /// Gives back the buffer's memory when nothing is buffered (an idle file keeps none).
