@@ -332,6 +332,11 @@ impl Manager {
 
     fn follow(&mut self, base: PathBuf) {
         let Some(context) = self.context.clone() else { return };
+        if context.cancel.is_cancelled() {
+            // Shutting down: a task that just ended is not replaced by one that would read
+            // nothing (and whose position would be saved over the one that read).
+            return;
+        }
         let Ok(meta) = std::fs::metadata(&base) else { return };
         let start = self.start_of(&base, &meta);
         let state = PathState::new(base.clone());

@@ -150,6 +150,11 @@ pub async fn read(
         pending: Vec::new(),
         pending_bytes: 0,
     };
+    if let Input::File(file) = &input {
+        // A file resumed at an offset is known by its first bytes from the start, so that its
+        // position keeps them even if nothing more is read before the next save.
+        reader.refresh_fingerprint(file);
+    }
     let end = match mode {
         Mode::Follow { wake } => reader.follow(&mut input, wake).await,
         Mode::Drain => reader.drain(&mut input).await,

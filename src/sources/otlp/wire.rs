@@ -31,10 +31,12 @@ pub struct WireError {
 pub enum Problem {
     #[error("a field runs past the end of its message")]
     Truncated,
-    #[error("a varint longer than 10 bytes")]
+    #[error("a varint longer than 10 bytes or over 64 bits")]
     LongVarint,
     #[error("field number 0")]
     FieldZero,
+    #[error("field key {0} over 32 bits")]
+    KeyTooLarge(u64),
     #[error("wire type {wire_type} for field {field}, which takes wire type {expected}")]
     WireType { field: u32, wire_type: u8, expected: u8 },
     #[error("unsupported wire type {0}")]
@@ -98,7 +100,8 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             value |= u64::from(byte & 0x7f) << (7 * i);
             if byte < 0x80 {
-                return Ok(value);
+                // The tenth byte holds the 64th bit only; more overflows (prost and Go refuse it).
+                return if i == 9 && byte > 1 { Err(self.err(Problem::LongVarint)) } else { Ok(value) };
             }
         }
         Err(self.err(Problem::LongVarint))
@@ -108,7 +111,10 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8)> {
         let key = self.varint()?;
-        let field = u32::try_from(key >> 3).map_err(|_| self.err(Problem::FieldZero))?;
+        let Ok(key) = u32::try_from(key) else {
+            return Err(self.err(Problem::KeyTooLarge(key)));
+        };
+        let field = key >> 3;
         if field == 0 {
             return Err(self.err(Problem::FieldZero));
         }
@@ -582,7 +588,8 @@ fn scan_scope_spans(
                     continue;
                 }
                 if options.observe {
-                    let name_start = offset_in(body, facts.name) as u32;
+                    // An empty name is absent from the body (proto3 omits it): no offset.
+                    let name_start = if facts.name.is_empty() { 0 } else { offset_in(body, facts.name) as u32 };
                     out.observations.push(Observation {
                         service,
                         name: name_start..name_start + facts.name.len() as u32,

@@ -134,6 +134,17 @@ fn reads_what_span_metrics_need() {
 }
 
 #[test]
+fn a_span_without_a_name_is_observed_with_an_empty_name() {
+    let mut request = request();
+    request.resource_spans[1].scope_spans[0].spans[0].name.clear();
+    let body = Bytes::from(request.encode_to_vec());
+    let (scanned, decoded) = round_trip(&body, &options());
+    assert_eq!(decoded, request);
+    let last = scanned.observations.last().unwrap();
+    assert_eq!((last.service, last.name.clone(), last.duration_nanos), (1, 0..0, 7));
+}
+
+#[test]
 fn attribute_actions_change_only_what_they_name() {
     let request = request();
     let body = Bytes::from(request.encode_to_vec());
@@ -196,7 +207,17 @@ fn malformed_bodies_are_refused_with_the_reason() {
             vec![0x08, 0x01],
             "malformed OTLP protobuf: wire type 0 for field 1, which takes wire type 2 in ExportTraceServiceRequest",
         ),
-        (vec![0xff; 12], "malformed OTLP protobuf: a varint longer than 10 bytes in ExportTraceServiceRequest"),
+        (vec![0xff; 12], "malformed OTLP protobuf: a varint longer than 10 bytes or over 64 bits in"),
+        (
+            // An unknown varint field of ten bytes whose last one carries bits past the 64th.
+            [&[0x10][..], &[0xff; 9], &[0x02]].concat(),
+            "malformed OTLP protobuf: a varint longer than 10 bytes or over 64 bits in ExportTraceServiceRequest",
+        ),
+        (
+            // Field 1 << 29 is past the 32-bit key prost and Go accept.
+            vec![0x82, 0x80, 0x80, 0x80, 0x10],
+            "malformed OTLP protobuf: field key 4294967298 over 32 bits in ExportTraceServiceRequest",
+        ),
         (vec![0x00], "malformed OTLP protobuf: field number 0 in ExportTraceServiceRequest"),
         (
             vec![0x0b],
