@@ -47,7 +47,12 @@ fn assert_complete_in_order(by_file: &BTreeMap<String, BTreeMap<String, Vec<u64>
     assert_eq!(by_file.len(), files);
     for (file, streams) in by_file {
         for (stream, seqs) in streams {
-            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{file} {stream}: in order");
+            let disorder = seqs.windows(2).position(|w| w[0] >= w[1]);
+            assert!(
+                disorder.is_none(),
+                "{file} {stream}: out of order at {:?}",
+                disorder.map(|i| &seqs[i.saturating_sub(3)..(i + 4).min(seqs.len())])
+            );
         }
         let mut all: Vec<u64> = streams.values().flatten().copied().collect();
         all.sort_unstable();

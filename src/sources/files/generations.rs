@@ -52,6 +52,13 @@ impl Generation {
         })
     }
 
+    /// The number of a logrotate-style name (`app.log.3`, `app.log.3.gz`).
+    fn rotation_number(&self) -> Option<u64> {
+        let name = self.path.file_name()?.to_str()?;
+        let name = name.strip_suffix(".gz").unwrap_or(name);
+        name.rsplit_once('.')?.1.parse().ok()
+    }
+
     /// The fingerprint of its content's first bytes (decompressed when gzipped).
     pub fn fingerprint(&self) -> Option<Fingerprint> {
         self.fingerprint_of(FINGERPRINT_BYTES)
@@ -97,10 +104,17 @@ impl Generation {
 
 /// The rotated siblings of `base` (`<name>.<anything>`), oldest first.
 pub fn siblings(base: &Path) -> Vec<Generation> {
-    let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else { return Vec::new() };
+    list(base).0
+}
+
+/// The rotated siblings of `base`, oldest first, and whether one of the names listed was gone
+/// before it could be looked at (a rotation or compression was under way).
+fn list(base: &Path) -> (Vec<Generation>, bool) {
+    let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else { return (Vec::new(), false) };
     let mut prefix = name.as_encoded_bytes().to_vec();
     prefix.push(b'.');
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else { return (Vec::new(), false) };
+    let mut vanished = false;
     let mut found: Vec<Generation> = entries
         .flatten()
         .filter(|e| {
@@ -108,10 +122,22 @@ pub fn siblings(base: &Path) -> Vec<Generation> {
             let name = name.as_encoded_bytes();
             name.starts_with(&prefix) && !name.ends_with(b".tmp")
         })
-        .filter_map(|e| Generation::at(e.path()))
+        .filter_map(|e| {
+            let generation = Generation::at(e.path());
+            vanished |= generation.is_none();
+            generation
+        })
         .collect();
-    found.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
-    found
+    found.sort_by(|a, b| {
+        // Rotations within one tick of the coarse clock share a modification time: then the
+        // name tells, where logrotate's numbers count down (`app.log.2` is older than
+        // `app.log.1`) and other suffixes (the kubelet's timestamps) count up.
+        a.modified.cmp(&b.modified).then_with(|| match (a.rotation_number(), b.rotation_number()) {
+            (Some(x), Some(y)) => y.cmp(&x),
+            _ => a.path.cmp(&b.path),
+        })
+    });
+    (found, vanished)
 }
 
 /// One generation read by this process.
@@ -148,35 +174,57 @@ impl History {
 
     /// The rotated generations of `base` not read yet, oldest first, each with the content
     /// offset to read it from.
-    pub fn unread(&self, base: &Path) -> Vec<(Generation, u64)> {
-        siblings(base)
-            .into_iter()
-            .filter(|g| g.modified + CLOCK_SLACK >= self.horizon)
-            .filter_map(|g| self.start_of(&g).map(|start| (g, start)))
-            .collect()
+    pub fn unread(&self, base: &Path) -> Unread {
+        let (siblings, vanished) = list(base);
+        let mut unread = Unread { generations: Vec::new(), settled: !vanished };
+        for g in siblings.iter().filter(|g| g.modified + CLOCK_SLACK >= self.horizon) {
+            match self.start_of(g) {
+                Some(Some(start)) => unread.generations.push((g.clone(), start)),
+                Some(None) => {}
+                None => {
+                    // An unfinished gzip stands for its plain source, which must be there.
+                    let source = g.path.with_extension("");
+                    unread.settled &= siblings.iter().any(|p| !p.compressed && p.path == source);
+                }
+            }
+        }
+        unread
     }
 
-    /// Where an unread generation starts, or `None` when it was read.
-    fn start_of(&self, g: &Generation) -> Option<u64> {
+    /// Where an unread generation starts: `Some(None)` when it was read, `None` for a gzip not
+    /// finished yet.
+    fn start_of(&self, g: &Generation) -> Option<Option<u64>> {
         let same_start = |r: &ReadGeneration| g.fingerprint_of(r.fingerprint.len as usize) == Some(r.fingerprint);
         // The same file, unless its inode was recycled for another one: read on from where it
         // was left if it grew.
         if let Some(known) =
             self.read.iter().rev().find(|r| r.compressed == g.compressed && r.id == g.id && same_start(r))
         {
-            return (g.content_len()? > known.len).then_some(known.len);
+            return Some(g.content_len().filter(|&len| len > known.len).map(|_| known.len));
         }
         if !g.compressed {
-            return Some(0);
+            return Some(Some(0));
         }
         // A plain generation read, gzipped since: the same start and length.
-        let len = g.content_len()?;
-        if self.read.iter().any(|r| !r.compressed && r.len % (1 << 32) == len && same_start(r)) {
-            return None;
+        let len = g.content_len();
+        if self.read.iter().any(|r| !r.compressed && Some(r.len % (1 << 32)) == len && same_start(r)) {
+            return Some(None);
         }
         // Another content, or a gzip still being written (its trailer is not there yet).
-        g.is_complete_gzip().then_some(0)
+        g.is_complete_gzip().then_some(Some(0))
     }
+}
+
+/// The rotated generations of a path not read yet.
+#[derive(Debug)]
+pub struct Unread {
+    /// Oldest first, each with the content offset to read it from.
+    pub generations: Vec<(Generation, u64)>,
+    /// False when the listing raced a rotation or compression under way (a file gone before it
+    /// was looked at, a gzip unfinished without its plain source beside it): an older
+    /// generation may be missing from the list, so reading the newer ones now could reorder
+    /// the path's lines. Listing again a moment later settles it.
+    pub settled: bool,
 }
 
 #[cfg(test)]
@@ -196,8 +244,14 @@ mod tests {
         Generation::at(path.to_path_buf()).unwrap()
     }
 
-    fn names(unread: &[(Generation, u64)]) -> Vec<(String, u64)> {
-        unread.iter().map(|(g, start)| (g.path.file_name().unwrap().to_string_lossy().into_owned(), *start)).collect()
+    /// The unread generations of a settled listing.
+    fn names(unread: &Unread) -> Vec<(String, u64)> {
+        assert!(unread.settled, "{unread:?}");
+        unread
+            .generations
+            .iter()
+            .map(|(g, start)| (g.path.file_name().unwrap().to_string_lossy().into_owned(), *start))
+            .collect()
     }
 
     #[test]
@@ -212,6 +266,31 @@ mod tests {
         let found: Vec<String> =
             siblings(&base).iter().map(|g| g.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(found, ["0.log.2", "0.log.1"], "by modification time, not by name");
+    }
+
+    #[test]
+    fn rotations_within_one_clock_tick_are_ordered_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("0.log");
+        let tick = SystemTime::now();
+        let names_in_order = |names: &[&str]| {
+            for name in names {
+                let path = dir.path().join(name);
+                std::fs::write(&path, name.as_bytes()).unwrap();
+                std::fs::File::options().write(true).open(&path).unwrap().set_modified(tick).unwrap();
+            }
+            let found: Vec<String> =
+                siblings(&base).iter().map(|g| g.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+            for name in names {
+                std::fs::remove_file(dir.path().join(name)).unwrap();
+            }
+            found
+        };
+        assert_eq!(names_in_order(&["0.log.1", "0.log.10", "0.log.2.gz"]), ["0.log.10", "0.log.2.gz", "0.log.1"]);
+        assert_eq!(
+            names_in_order(&["0.log.20240101-120001", "0.log.20240101-120000.gz"]),
+            ["0.log.20240101-120000.gz", "0.log.20240101-120001"]
+        );
     }
 
     #[test]
@@ -231,9 +310,9 @@ mod tests {
         gzip(&dir.path().join("0.log.1.gz"), b"first generation\n");
         assert_eq!(names(&history.unread(&base)), [("0.log.2".to_string(), 0)]);
         history.record(second.id, false, second.fingerprint().unwrap(), second.len);
-        assert!(history.unread(&base).is_empty());
+        assert!(names(&history.unread(&base)).is_empty());
         // With an older horizon, every rotated file is unread.
-        assert_eq!(History::since(SystemTime::UNIX_EPOCH).unread(&base).len(), 3);
+        assert_eq!(names(&History::since(SystemTime::UNIX_EPOCH).unread(&base)).len(), 3);
     }
 
     #[test]
@@ -259,7 +338,7 @@ mod tests {
         let whole = std::fs::read(gzip(&dir.path().join("whole.gz"), &content).path).unwrap();
         std::fs::remove_file(dir.path().join("whole.gz")).unwrap();
         std::fs::write(dir.path().join("0.log.1.gz"), &whole[..whole.len() / 2]).unwrap();
-        assert!(history.unread(&base).is_empty(), "{:?}", names(&history.unread(&base)));
+        assert!(names(&history.unread(&base)).is_empty());
         // One never read, being compressed: its plain source is the generation.
         let h = write(&dir.path().join("0.log.2"), b"second\n");
         std::fs::write(dir.path().join("0.log.2.gz"), &whole[..10]).unwrap();
@@ -269,7 +348,11 @@ mod tests {
         history.record(h.id, false, h.fingerprint().unwrap(), h.len);
         // Complete now.
         std::fs::write(dir.path().join("0.log.1.gz"), &whole).unwrap();
-        assert!(history.unread(&base).is_empty());
+        assert!(names(&history.unread(&base)).is_empty());
+        // An unfinished gzip whose source is gone already (listed in between): not settled.
+        std::fs::remove_file(&h.path).unwrap();
+        let racing = history.unread(&base);
+        assert!(!racing.settled && racing.generations.is_empty(), "{racing:?}");
     }
 
     #[test]

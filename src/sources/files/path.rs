@@ -28,6 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
+/// How often, and how long apart, a path's rotated files are listed again while a rotation
+/// under way leaves the listing unsettled (see [`super::generations::Unread::settled`]).
+const UNSETTLED_RETRIES: u32 = 50;
+const UNSETTLED_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Where a path is up to, as saved in the positions file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
@@ -146,10 +151,17 @@ impl PathTask {
         let Start { mut history, resume, mut current } = start;
         let base = self.state.base.clone();
         let mut queue: VecDeque<(Generation, u64)> = resume.into_iter().collect();
+        let mut unsettled = 0;
         loop {
             while let Some((generation, offset)) = queue.pop_front() {
-                if let TailEnd::Cancelled = self.drain(&mut history, generation, offset).await {
-                    return (TailEnd::Cancelled, history);
+                let resumed = current.is_some_and(|(saved, _)| !generation.compressed && generation.id == saved);
+                match self.drain(&mut history, generation, offset).await {
+                    TailEnd::Cancelled => return (TailEnd::Cancelled, history),
+                    // Gone since it was listed (renamed on, compressed): list again, so that
+                    // an older generation it turned into is not read after the newer ones.
+                    TailEnd::Vanished => queue.clear(),
+                    _ if resumed => current = None,
+                    _ => {}
                 }
             }
             let Ok(meta) = tokio::fs::metadata(&base).await else { return (TailEnd::Moved, history) };
@@ -157,9 +169,14 @@ impl PathTask {
             // Rotations since the last look come first (the file just identified among them,
             // if it was rotated in between).
             let unread = history.unread(&base);
-            if !unread.is_empty() {
-                let resumed = current.take();
-                queue.extend(unread.into_iter().map(|(g, offset)| match resumed {
+            if !unread.settled && unsettled < UNSETTLED_RETRIES {
+                unsettled += 1;
+                tokio::time::sleep(UNSETTLED_WAIT).await;
+                continue;
+            }
+            unsettled = 0;
+            if !unread.generations.is_empty() {
+                queue.extend(unread.generations.into_iter().map(|(g, offset)| match current {
                     Some((saved, at)) if !g.compressed && g.id == saved => (g, offset.max(at)),
                     _ => (g, offset),
                 }));
@@ -182,6 +199,7 @@ impl PathTask {
             .await;
             match end {
                 TailEnd::Moved | TailEnd::Drained => history.record(id, false, *tailed.fingerprint.lock(), reached),
+                TailEnd::Vanished => {}
                 TailEnd::Cancelled | TailEnd::Failed => return (end, history),
             }
         }
@@ -196,8 +214,13 @@ impl PathTask {
         let (end, reached) =
             tailer::read(Arc::clone(&tailed), &self.ctx, &self.labels, self.format, offset, Mode::Drain).await;
         // A generation that cannot be read is not tried again.
-        let read = if end == TailEnd::Failed { u64::MAX } else { reached };
-        history.record(generation.id, generation.compressed, fingerprint, read);
+        match end {
+            TailEnd::Vanished | TailEnd::Cancelled => {}
+            TailEnd::Failed => history.record(generation.id, generation.compressed, fingerprint, u64::MAX),
+            TailEnd::Moved | TailEnd::Drained => {
+                history.record(generation.id, generation.compressed, fingerprint, reached)
+            }
+        }
         end
     }
 }

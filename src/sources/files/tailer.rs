@@ -108,6 +108,8 @@ pub enum TailEnd {
     Moved,
     /// A rotated generation was read to its end.
     Drained,
+    /// The file was gone (or the path named another one) when it was opened: nothing was read.
+    Vanished,
     Cancelled,
     Failed,
 }
@@ -134,7 +136,8 @@ pub async fn read(
         Ok(input) => input,
         Err(e) => {
             tracing::debug!(source = %ctx.source, path = %t.path.display(), error = %e, "cannot open file");
-            return (TailEnd::Moved, start);
+            t.done.store(true, Ordering::Release);
+            return (TailEnd::Vanished, start);
         }
     };
     let mut reader = Reader {
