@@ -86,7 +86,7 @@ def test_gpu_exporter_only_with_the_gpu_profile(compose):
     assert gpu["ports"] == ["9835:9835"]
 
 
-def test_the_compose_agent_ships_logs_to_loki_and_traces_to_jaeger():
+def test_the_compose_agent_ships_logs_to_loki_and_traces_to_jaeger(compose):
     agent = load_yaml(REPO / "configs" / "agent" / "compose.yaml")
     assert {n: s["type"] for n, s in agent["sources"].items()} == {"docker": "docker", "otlp": "otlp"}
     assert agent["sinks"]["loki"]["sources"] == ["docker"]
