@@ -256,7 +256,7 @@ async fn loki_refusing_for_30s_loses_nothing_and_memory_stays_bounded() {
     let mut peak_rss = 0u64;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        peak_rss = peak_rss.max(rss_kib(agent.pid()));
+        peak_rss = peak_rss.max(agent.rss_kib());
         let m = agent.metrics().await;
         assert!(m.sum("sluice_sink_queue_bytes", &[("sink", "loki")]) <= 4.0 * 1024.0 * 1024.0);
     }
@@ -273,15 +273,6 @@ async fn loki_refusing_for_30s_loses_nothing_and_memory_stays_bounded() {
     assert_eq!(m.sum("sluice_sink_dropped_total", &[]), 0.0);
     assert!(m.sum("sluice_sink_retries_total", &[]) > 10.0);
     assert_eq!(agent.stop().await.0, Some(0));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

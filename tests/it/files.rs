@@ -277,19 +277,41 @@ async fn a_refusing_loki_stops_the_reading_and_memory_stays_flat() {
     let m = agent.metrics().await;
     let read = m.sum("sluice_source_bytes_total", &[]);
     assert!(read < 20.0 * 1024.0 * 1024.0, "reading stopped at the bound: {read} bytes read of ~90 MB");
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    let rss_kib: u64 = rss
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
+    let rss_kib = agent.rss_kib();
     assert!(rss_kib < 96 * 1024, "RSS {rss_kib} KiB");
     loki.set_default(None);
     loki.wait_for(200_000, Duration::from_secs(120)).await;
+    assert_eq!(loki.duplicates(), 0);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_files_behind_a_refusing_loki_hold_only_a_few_batches() {
+    const FILES: usize = 300;
+    const PER_FILE: u64 = 600;
+    let loki = TestLoki::start().await;
+    loki.set_default(Some(Answer::Status(503, None)));
+    let root = tempfile::tempdir().unwrap();
+    let base = nanos_ago(600);
+    let padding = "p".repeat(400);
+    // Each file is less than a batch: its reader reaches the end with a batch not yet sent.
+    for i in 0..FILES {
+        let name = format!("f{i}");
+        let mut w = LogWriter::create(&pod_log(root.path(), "ns", &name, "c"), Format::Cri);
+        for seq in 0..PER_FILE {
+            w.line(base + seq as i64, "stdout", &format!(r#"{{"file":"{name}","seq":{seq},"msg":"{padding}"}}"#));
+        }
+    }
+    let body = format!("{}    queue: {{max_bytes: 4MiB}}\n", config(&loki, root.path(), ""));
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    // Until every reader has had its turn at a read slot (the files hold ~80 MB).
+    agent.wait_metric("sluice_sink_retries_total", &[], 20.0, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_kib = agent.rss_kib();
+    assert!(rss_kib < 96 * 1024, "RSS {rss_kib} KiB: readers waiting for the pipelines hold their batches");
+    loki.set_default(None);
+    loki.wait_for(FILES * PER_FILE as usize, Duration::from_secs(120)).await;
+    assert_complete_in_order(&numbered_lines(&loki.stored()), FILES, PER_FILE);
     assert_eq!(loki.duplicates(), 0);
     assert_eq!(agent.stop().await.0, Some(0));
 }

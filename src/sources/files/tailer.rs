@@ -15,8 +15,9 @@
 //! file with a backlog is read in larger chunks and an idle one holds little memory.
 //!
 //! Memory does not grow with the number of files: a reader reads only while it holds one of the
-//! source's [`READ_SLOTS`], from its first read of a batch until the batch is sent (or the file's
-//! end), and a reader without a slot keeps no read buffer beyond the part of a line it holds.
+//! source's [`READ_SLOTS`], from its first read of a batch until the batch is sent (when it is
+//! full, or at the file's end), and a reader without a slot keeps no batch and no read buffer
+//! beyond the part of a line it holds.
 //!
 //! Positions are content offsets (decompressed ones for a gzipped file). Each batch carries a
 //! checkpoint: the offset after its last complete entry (never inside a line still being
@@ -302,6 +303,9 @@ impl Reader<'_> {
         })?;
         if n == 0 {
             self.chunk = MIN_CHUNK;
+            // What was read goes out before the slot is given back: a reader without a slot
+            // holds no batch (1,000 files reaching their ends at once each held one, 460 MiB).
+            self.send().await?;
             self.slot = None;
             return Ok(false);
         }
@@ -348,10 +352,7 @@ impl Reader<'_> {
                 Ok(true) => continue,
                 Ok(false) => {}
             }
-            // At the end of what is written.
-            if let Err(end) = self.send().await {
-                return end;
-            }
+            // At the end of what is written (and sent).
             self.splitter.shrink();
             self.splitter.set_chunk(MIN_CHUNK);
             let Input::File(file) = input else { return TailEnd::Failed };
