@@ -4,7 +4,9 @@
 //! end), then the rotated generations written since that it has not read (oldest first: when
 //! rotations outrun it, plain and gzipped ones are read in the order they were written), then
 //! the path's new file. Generations are read one after the other, so a path's entries leave in
-//! the order they were written, and each task holds at most one file open.
+//! the order they were written, and each task holds at most one file open. A listing that raced
+//! a rotation or compression under way (see [`super::generations::Unread::settled`]), or a
+//! generation gone between listing and opening, is listed again before anything newer is read.
 //!
 //! The task ends when the path names no file any more (a removed pod) or when cancelled. The
 //! path's position is the oldest generation with entries the sinks have not settled, at its
