@@ -173,8 +173,10 @@ impl PathTask {
             let unread = history.unread(&base);
             if !unread.settled && unsettled < UNSETTLED_RETRIES {
                 unsettled += 1;
-                tokio::time::sleep(UNSETTLED_WAIT).await;
-                continue;
+                tokio::select! {
+                    _ = self.ctx.cancel.cancelled() => return (TailEnd::Cancelled, history),
+                    _ = tokio::time::sleep(UNSETTLED_WAIT) => continue,
+                }
             }
             unsettled = 0;
             if !unread.generations.is_empty() {
