@@ -178,10 +178,10 @@ impl History {
         let (siblings, vanished) = list(base);
         let mut unread = Unread { generations: Vec::new(), settled: !vanished };
         for g in siblings.iter().filter(|g| g.modified + CLOCK_SLACK >= self.horizon) {
-            match self.start_of(g) {
-                Some(Some(start)) => unread.generations.push((g.clone(), start)),
-                Some(None) => {}
-                None => {
+            match self.standing_of(g) {
+                Standing::From(start) => unread.generations.push((g.clone(), start)),
+                Standing::Read => {}
+                Standing::UnfinishedGzip => {
                     // An unfinished gzip stands for its plain source, which must be there.
                     let source = g.path.with_extension("");
                     unread.settled &= siblings.iter().any(|p| !p.compressed && p.path == source);
@@ -191,28 +191,38 @@ impl History {
         unread
     }
 
-    /// Where an unread generation starts: `Some(None)` when it was read, `None` for a gzip not
-    /// finished yet.
-    fn start_of(&self, g: &Generation) -> Option<Option<u64>> {
+    /// Whether `g` was read, and where to read it from if not.
+    fn standing_of(&self, g: &Generation) -> Standing {
         let same_start = |r: &ReadGeneration| g.fingerprint_of(r.fingerprint.len as usize) == Some(r.fingerprint);
         // The same file, unless its inode was recycled for another one: read on from where it
         // was left if it grew.
         if let Some(known) =
             self.read.iter().rev().find(|r| r.compressed == g.compressed && r.id == g.id && same_start(r))
         {
-            return Some(g.content_len().filter(|&len| len > known.len).map(|_| known.len));
+            let grew = g.content_len().is_some_and(|len| len > known.len);
+            return if grew { Standing::From(known.len) } else { Standing::Read };
         }
         if !g.compressed {
-            return Some(Some(0));
+            return Standing::From(0);
         }
         // A plain generation read, gzipped since: the same start and length.
         let len = g.content_len();
         if self.read.iter().any(|r| !r.compressed && Some(r.len % (1 << 32)) == len && same_start(r)) {
-            return Some(None);
+            return Standing::Read;
         }
         // Another content, or a gzip still being written (its trailer is not there yet).
-        g.is_complete_gzip().then_some(Some(0))
+        if g.is_complete_gzip() { Standing::From(0) } else { Standing::UnfinishedGzip }
     }
+}
+
+/// What a [`History`] knows of one rotated generation.
+enum Standing {
+    /// Read to its end.
+    Read,
+    /// Not read (further) yet: read it from this content offset.
+    From(u64),
+    /// A gzip still being written: its plain source stands for it.
+    UnfinishedGzip,
 }
 
 /// The rotated generations of a path not read yet.
