@@ -51,7 +51,8 @@ impl Emitter {
         &self.shared
     }
 
-    /// Runs the pipelines on `batch` and queues the result for the sinks.
+    /// Runs the pipelines on `batch` and queues the result for the sinks; once the topology
+    /// shuts down, refuses it ([`SendError::Closed`]) with its acknowledgement abandoned.
     pub async fn send(&mut self, mut batch: LogBatch) -> Result<(), SendError> {
         if batch.entries.is_empty() {
             batch.acks.settle();
@@ -66,6 +67,9 @@ impl Emitter {
         let mut acks = batch.acks;
         acks.append(&mut released);
         let routes = self.shared.routes.load_full();
+        if routes.closed {
+            return Err(SendError::Closed);
+        }
         deliver(&routes.logs, &self.source, entries, acks, &self.no_sink).await?;
         if !throttle.is_zero() {
             tokio::time::sleep(throttle).await;
@@ -132,6 +136,9 @@ impl<B: Routed> SignalEmitter<B> {
     pub async fn send(&self, batch: B) -> Result<(), SendError> {
         self.handles.lines.inc_by(batch.records() as u64);
         let routes = self.shared.routes.load_full();
+        if routes.closed {
+            return Err(SendError::Closed);
+        }
         let queues = B::table(&routes).get(&*self.source).map(Vec::as_slice).unwrap_or(&[]);
         let Some((last, others)) = queues.split_last() else {
             self.no_sink.inc_by(batch.records() as u64);
@@ -142,5 +149,36 @@ impl<B: Routed> SignalEmitter<B> {
             queue.send(batch.clone()).await?;
         }
         last.send(batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AckStatus, AckToken, LabelInterner, LabelLimits};
+    use crate::pipeline::PipelineSet;
+    use crate::telemetry::Telemetry;
+    use crate::topology::Routes;
+    use arc_swap::ArcSwap;
+
+    #[tokio::test]
+    async fn a_batch_sent_while_shutting_down_is_abandoned_not_settled() {
+        let telemetry = Arc::new(Telemetry::new());
+        let shared = Arc::new(Shared {
+            interner: LabelInterner::new(LabelLimits::default(), &telemetry.metrics.labels),
+            telemetry,
+            pipelines: ArcSwap::from_pointee(PipelineSet::empty()),
+            routes: ArcSwap::from_pointee(Routes { closed: true, ..Routes::default() }),
+            data_dir: std::path::PathBuf::from("."),
+        });
+        let mut emitter = Emitter::new("files", shared, LabelSet::from_pairs([("job", "x".to_string())]));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = AckToken::new(move |status| tx.send(status).unwrap());
+        let labels = LabelSet::from_pairs([("job", "x".to_string())]);
+        let batch = LogBatch::new(vec![LogEntry::new(1, "line".into(), labels)], AckSet::one(token));
+        assert!(matches!(emitter.send(batch).await, Err(SendError::Closed)));
+        // Its position must not advance: the lines are read again after a restart.
+        assert_eq!(rx.try_recv(), Ok(AckStatus::Abandoned));
+        assert_eq!(emitter.no_sink.get(), 0);
     }
 }

@@ -39,6 +39,9 @@ pub struct Routes {
     pub logs: RouteTable<LogBatch>,
     pub spans: RouteTable<SpanBatch>,
     pub samples: RouteTable<SampleBatch>,
+    /// Shutting down: no batch is queued any more. What a source still sends is refused
+    /// unsettled (abandoned), so that its position does not advance and a restart reads it again.
+    pub closed: bool,
 }
 
 /// A batch type with its own routes.
@@ -266,7 +269,7 @@ impl Topology {
         // Sources end once they stopped reading and the sinks settled their batches (or the
         // sinks were cut off): wait for the sinks first, sources after.
         flush_held(&self.shared, true).await;
-        self.shared.routes.store(Arc::new(Routes::default()));
+        self.shared.routes.store(Arc::new(Routes { closed: true, ..Routes::default() }));
         let mut source_tasks = Vec::new();
         for (name, source) in self.sources {
             drop(source.config);
