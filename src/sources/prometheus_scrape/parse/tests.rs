@@ -104,6 +104,17 @@ fn special_values() {
 }
 
 #[test]
+fn a_value_ends_at_a_blank_and_anything_glued_to_it_is_refused() {
+    let s = text("a 2e3\t17\nb -1.5 \nc 7\r\n").unwrap();
+    assert_eq!((s[0].value, s[0].timestamp_ms), (2000.0, Some(17)));
+    assert_eq!((s[1].value, s[1].timestamp_ms), (-1.5, None));
+    assert_eq!((s[2].value, s[2].timestamp_ms), (7.0, None));
+    assert_eq!(err("a 1.5x\n"), (1, ErrorKind::InvalidValue("1.5x".into())));
+    assert_eq!(err("a 1e+\n"), (1, ErrorKind::InvalidValue("1e+".into())));
+    assert_eq!(err("a 3,5\n"), (1, ErrorKind::InvalidValue("3,5".into())));
+}
+
+#[test]
 fn errors_name_the_line_and_the_problem() {
     assert_eq!(err("a 1\nm{a=\"x\\qy\"} 1\n"), (2, ErrorKind::InvalidLabelEscape('q')));
     assert_eq!(err("# HELP a one\n# HELP a two\na 1\n"), (2, ErrorKind::DuplicateHelp("a".into())));
