@@ -203,7 +203,11 @@ fn run(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(config)) {
+    let result = runtime.block_on(app::run(config));
+    // Everything that matters (deliveries, positions) finished inside `run`; a blocking task
+    // still busy (a file read) must not hold the exit, as dropping the runtime would.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(app::AppError::Config(errors)) => {
             print_errors(&errors);

@@ -187,9 +187,19 @@ impl Agent {
         self.wait_exit(Duration::from_secs(20)).await
     }
 
+    /// Waits for the exit; past `timeout`, kills sluice and panics with its metrics and log.
     pub async fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
-        let status =
-            tokio::time::timeout(timeout, self.child.wait()).await.expect("sluice exits in time").expect("wait");
+        let Ok(status) = tokio::time::timeout(timeout, self.child.wait()).await else {
+            let metrics = self.get("/metrics").await.map(|(_, body)| body).unwrap_or_default();
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+            let mut err = String::new();
+            if let Some(e) = self.child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err).await;
+            }
+            panic!("sluice did not exit within {timeout:?}\n--- metrics\n{metrics}\n--- log\n{err}");
+        };
+        let status = status.expect("wait");
         let mut err = String::new();
         if let Some(e) = self.child.stderr.as_mut() {
             let _ = e.read_to_string(&mut err).await;

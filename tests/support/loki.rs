@@ -234,19 +234,24 @@ impl TestLoki {
 
     /// Waits until `n` entries are stored (or panics after `timeout`).
     pub async fn wait_for(&self, n: usize, timeout: Duration) {
+        assert!(
+            self.reached(n, timeout).await,
+            "test loki: {} of {n} entries after {timeout:?}; rejections: {:?}",
+            self.stored_count(),
+            self.rejections()
+        );
+    }
+
+    /// Waits until `n` entries are stored; false when `timeout` passed first.
+    pub async fn reached(&self, n: usize, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let count = self.stored_count();
-            if count >= n {
-                return;
+        while self.stored_count() < n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "test loki: {count} of {n} entries after {timeout:?}; rejections: {:?}",
-                self.rejections()
-            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        true
     }
 
     fn next_answer(&self) -> Answer {
