@@ -228,6 +228,10 @@ impl LokiSink {
     fn accept(&self, queued: QueuedBatch, tenants: &mut HashMap<Tenant, TenantState>, workers: &mut JoinSet<()>) {
         let QueuedBatch { batch, permit } = queued;
         let acks = batch.acks;
+        // A queued batch goes into one push when it fits in one: its acknowledgement settles
+        // with that push, whereas a batch split over two pushes is read again whole when the
+        // second one is never delivered (a shutdown deadline, a crash).
+        let whole: usize = batch.entries.iter().map(PendingBatch::entry_size).sum();
         let mut touched: Vec<Tenant> = Vec::new();
         for mut entry in batch.entries {
             if !self.limit_line(&mut entry) {
@@ -239,12 +243,14 @@ impl LokiSink {
                 workers.spawn(worker(Arc::clone(&self.shared), tenant.clone(), rx));
                 TenantState { pending: PendingBatch::new(), closed: VecDeque::new(), tx }
             });
-            if !state.pending.is_empty() && state.pending.bytes + PendingBatch::entry_size(&entry) > self.batch_size {
+            let first_here = !touched.contains(&tenant);
+            let coming = if first_here { whole } else { PendingBatch::entry_size(&entry) };
+            if !state.pending.is_empty() && state.pending.bytes + coming > self.batch_size {
                 state.pending.carry(&acks, &permit);
                 self.close(state);
             }
             state.pending.add(entry);
-            if !touched.contains(&tenant) {
+            if first_here {
                 touched.push(tenant);
             }
         }
