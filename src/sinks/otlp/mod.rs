@@ -23,7 +23,6 @@ use crate::event::SpanBatch;
 use crate::sinks::retry::Backoff;
 use crate::telemetry::metrics::SinkHandles;
 use crate::topology::queue::{QueueReceiver, QueuedBatch};
-use bytes::Bytes;
 use config::{OtlpSinkConfig, Protocol};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -67,10 +66,10 @@ enum Exporter {
 }
 
 impl Exporter {
-    async fn export(&self, body: Bytes) -> Outcome {
+    async fn export(&self, batch: &Arc<SpanBatch>) -> Outcome {
         match self {
-            Exporter::Grpc(e) => e.export(body).await,
-            Exporter::Http(e) => e.export(body).await,
+            Exporter::Grpc(e) => e.export(batch).await,
+            Exporter::Http(e) => e.export(batch).await,
         }
     }
 }
@@ -147,21 +146,22 @@ impl OtlpSink {
 
 /// Sends one batch until it is delivered or refused for good.
 async fn deliver(shared: &Shared, queued: QueuedBatch<SpanBatch>) {
-    let QueuedBatch { batch, permit } = queued;
+    let QueuedBatch { mut batch, permit } = queued;
+    let acks = std::mem::take(&mut batch.acks);
     let spans = batch.spans;
     shared.handles.batches.inc();
-    let body = Bytes::from(batch.encode_to_vec());
+    let batch = Arc::new(batch);
     let mut backoff = Backoff::new(&shared.backoff);
     loop {
         let started = Instant::now();
-        let outcome = shared.exporter.export(body.clone()).await;
+        let outcome = shared.exporter.export(&batch).await;
         shared.handles.request_duration.observe(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Delivered { rejected, message } => {
                 shared.handles.requests_success.inc();
                 let rejected = usize::try_from(rejected).unwrap_or(0).min(spans);
                 shared.handles.lines_sent.inc_by((spans - rejected) as u64);
-                shared.handles.bytes_sent.inc_by(body.len() as u64);
+                shared.handles.bytes_sent.inc_by(batch.bytes as u64);
                 if rejected > 0 {
                     shared.partial.inc_by(rejected as u64);
                     shared.log_refusal("partial_success", &message, rejected);
@@ -189,7 +189,7 @@ async fn deliver(shared: &Shared, queued: QueuedBatch<SpanBatch>) {
             }
         }
     }
-    batch.acks.settle();
+    acks.settle();
     drop(permit);
 }
 
