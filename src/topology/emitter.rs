@@ -7,7 +7,7 @@
 //! batch's acknowledgement token.
 
 use super::queue::SendError;
-use super::{RouteTable, Routed, Shared};
+use super::{RouteTable, Routed, Routes, Shared};
 use crate::event::{AckSet, LabelSet, LogBatch, LogEntry};
 use crate::pipeline::{RunOutput, Runner};
 use crate::telemetry::metrics::SourceHandles;
@@ -66,10 +66,7 @@ impl Emitter {
         drop(set);
         let mut acks = batch.acks;
         acks.append(&mut released);
-        let routes = self.shared.routes.load_full();
-        if routes.closed {
-            return Err(SendError::Closed);
-        }
+        let routes = open_routes(&self.shared)?;
         deliver(&routes.logs, &self.source, entries, acks, &self.no_sink).await?;
         if !throttle.is_zero() {
             tokio::time::sleep(throttle).await;
@@ -135,10 +132,7 @@ impl<B: Routed> SignalEmitter<B> {
     /// Queues `batch` for every sink that reads this source, waiting while a queue is full.
     pub async fn send(&self, batch: B) -> Result<(), SendError> {
         self.handles.lines.inc_by(batch.records() as u64);
-        let routes = self.shared.routes.load_full();
-        if routes.closed {
-            return Err(SendError::Closed);
-        }
+        let routes = open_routes(&self.shared)?;
         let queues = B::table(&routes).get(&*self.source).map(Vec::as_slice).unwrap_or(&[]);
         let Some((last, others)) = queues.split_last() else {
             self.no_sink.inc_by(batch.records() as u64);
@@ -152,13 +146,19 @@ impl<B: Routed> SignalEmitter<B> {
     }
 }
 
+/// The routes batches go by, or [`SendError::Closed`] once the topology shuts down (the
+/// batch's acknowledgement is then abandoned by its drop, never settled).
+fn open_routes(shared: &Shared) -> Result<Arc<Routes>, SendError> {
+    let routes = shared.routes.load_full();
+    if routes.closed { Err(SendError::Closed) } else { Ok(routes) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{AckStatus, AckToken, LabelInterner, LabelLimits};
     use crate::pipeline::PipelineSet;
     use crate::telemetry::Telemetry;
-    use crate::topology::Routes;
     use arc_swap::ArcSwap;
 
     #[tokio::test]

@@ -111,10 +111,7 @@ impl Agent {
 
     async fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            let mut err = String::new();
-            if let Some(e) = self.child.stderr.as_mut() {
-                let _ = e.read_to_string(&mut err).await;
-            }
+            let err = self.stderr().await;
             panic!("sluice exited with {status}:\n{err}");
         }
     }
@@ -193,18 +190,11 @@ impl Agent {
             let metrics = self.get("/metrics").await.map(|(_, body)| body).unwrap_or_default();
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
-            let mut err = String::new();
-            if let Some(e) = self.child.stderr.as_mut() {
-                let _ = e.read_to_string(&mut err).await;
-            }
+            let err = self.stderr().await;
             panic!("sluice did not exit within {timeout:?}\n--- metrics\n{metrics}\n--- log\n{err}");
         };
         let status = status.expect("wait");
-        let mut err = String::new();
-        if let Some(e) = self.child.stderr.as_mut() {
-            let _ = e.read_to_string(&mut err).await;
-        }
-        (status.code(), err)
+        (status.code(), self.stderr().await)
     }
 
     /// Stops the agent with SIGTERM (asserting exit 0) and gives back its directory.
@@ -221,6 +211,15 @@ impl Agent {
         self.signal("KILL");
         let _ = self.child.wait().await;
         self.dir
+    }
+
+    /// The agent's log: its standard error, read to the end (call once it has exited).
+    async fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        err
     }
 
     pub async fn stdout(&mut self) -> String {
