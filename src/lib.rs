@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod event;
 pub mod formats;
+pub mod fswatch;
 pub mod pipeline;
 pub mod proto;
 pub mod relabel;

@@ -62,8 +62,15 @@ impl Watched {
 /// the receiver is dropped.
 pub async fn watch(watched: Watched, changes: mpsc::Sender<()>) {
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = events_tx.send(());
+    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // An error is passed on too: the fingerprint tells whether anything changed.
+        let maybe_changed = match &event {
+            Ok(event) => crate::fswatch::is_change(event),
+            Err(_) => true,
+        };
+        if maybe_changed {
+            let _ = events_tx.send(());
+        }
     }) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -140,6 +140,28 @@ async fn five_hundred_thousand_lines_over_fifty_rotating_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_uses_almost_no_cpu_and_still_sees_new_lines() {
+    let loki = TestLoki::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut w = LogWriter::create(&pod_log(root.path(), "ns", "idle", "c"), Format::Cri);
+    let base = nanos_ago(600);
+    w.line(base, "stdout", &numbered("idle", 0));
+    let body = config(&loki, root.path(), "");
+    let agent = Agent::start(AgentSetup { body: &body, pipelines: &[] }).await;
+    loki.wait_for(1, Duration::from_secs(10)).await;
+    // Its own opens and reads of the watched files and directories must not wake it: that loop
+    // once kept a core busy (5 CPU-seconds in these 5 seconds).
+    let before = agent.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let used = agent.cpu_seconds() - before;
+    assert!(used < 0.5, "an idle agent used {used} CPU-seconds in 5 s");
+    w.line(base + 1, "stdout", &numbered("idle", 1));
+    loki.wait_for(2, Duration::from_secs(10)).await;
+    assert_complete_in_order(&numbered_lines(&loki.stored()), 1, 2);
+    assert_eq!(agent.stop().await.0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_resume_from_acknowledged_offsets() {
     let loki = TestLoki::start().await;
     let root = tempfile::tempdir().unwrap();

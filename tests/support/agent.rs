@@ -169,6 +169,17 @@ impl Agent {
             .unwrap_or(0)
     }
 
+    /// CPU time the agent used so far (user + system), in seconds (0 once it is gone).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name (which is in parentheses); utime and stime are the
+        // 14th and 15th of the line, in clock ticks of 1/100 s on Linux.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks: u64 = fields.iter().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+        ticks as f64 / 100.0
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])

@@ -231,7 +231,9 @@ impl Manager {
     async fn run(&mut self, cancel: &CancellationToken) {
         let (events_tx, mut events) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
+            if let Ok(event) = event
+                && crate::fswatch::is_change(&event)
+            {
                 let _ = events_tx.send(event.paths);
             }
         })
