@@ -662,7 +662,7 @@ impl<'a, 's> Parser<'a, 's> {
 
     /// A sample line; always `Some` on success. The `Option` is the type `next_sample` returns,
     /// so the sample is built in place: returning `Result<SampleRef>` and wrapping it measured
-    /// 5% slower (19.0 against 20.1 M samples per CPU-second, same machine, same hour).
+    /// 6% slower (18.9 against 20.1 M samples per CPU-second, same machine, same hour).
     fn sample(&mut self, line: &'a str) -> Result<Option<SampleRef<'a>>, ParseError> {
         let b = line.as_bytes();
         // Most lines continue the family of the line before, whose name was checked already:
