@@ -246,14 +246,96 @@ fn intern_name(state: &mut State, name: &str) -> Arc<str> {
 pub struct LabelCache {
     interner: Arc<LabelInterner>,
     sets: HashMap<u64, SmallVec<[LabelSet; 1]>, foldhash::fast::FixedState>,
+    changes: ChangeCache,
     generation: u64,
     scratch: Vec<(usize, usize)>,
+}
+
+/// Results of label changes already seen: (base set, the changes written as a key) → the set
+/// they gave. A hit costs one hash of the key and one comparison, where resolving the pairs
+/// sorts and hashes them all. Emptied at [`MAX_CHANGES`] entries (changes whose values are
+/// dropped again later, such as a per-request id, would make every key new) and whenever the
+/// interner sweeps, as `sets` is.
+#[derive(Default)]
+struct ChangeCache {
+    map: HashMap<u64, SmallVec<[ChangeResult; 1]>, foldhash::fast::FixedState>,
+    len: usize,
+    key: Vec<u8>,
+}
+
+struct ChangeResult {
+    /// Held, so that its address cannot be reused by another set while this entry lives.
+    base: LabelSet,
+    key: Box<[u8]>,
+    set: LabelSet,
+}
+
+/// The most change results a cache keeps.
+const MAX_CHANGES: usize = 4096;
+
+impl ChangeCache {
+    fn hash(base: &LabelSet, key: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        h.write_usize(base.identity());
+        h.write(key);
+        h.finish()
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.len = 0;
+    }
 }
 
 impl LabelCache {
     pub fn new(interner: Arc<LabelInterner>) -> Self {
         let generation = interner.generation();
-        LabelCache { interner, sets: HashMap::default(), generation, scratch: Vec::new() }
+        LabelCache {
+            interner,
+            sets: HashMap::default(),
+            changes: ChangeCache::default(),
+            generation,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Resolves `base` with changes applied. `write_key` writes the changes as bytes that
+    /// identify them exactly (same bytes, same changes, on any base); `pairs` gives the changed
+    /// pairs for [`LabelCache::resolve`] when this base and key were not seen before.
+    pub fn resolve_changes<'a>(
+        &mut self,
+        base: &LabelSet,
+        write_key: impl FnOnce(&mut Vec<u8>),
+        pairs: impl FnOnce() -> SmallVec<[(&'a str, &'a str); 16]>,
+    ) -> Resolved {
+        let mut key = std::mem::take(&mut self.changes.key);
+        key.clear();
+        write_key(&mut key);
+        let hash = ChangeCache::hash(base, &key);
+        let seen =
+            self.changes.map.get(&hash).and_then(|bucket| {
+                bucket.iter().find(|r| r.base.ptr_eq(base) && *r.key == *key).map(|r| r.set.clone())
+            });
+        let resolved = match seen {
+            Some(set) => Resolved { set, moved: SmallVec::new() },
+            None => {
+                let resolved = self.resolve(&mut pairs());
+                // A result that moved pairs away is not kept: it counted them, and must again.
+                if resolved.moved.is_empty() {
+                    if self.changes.len >= MAX_CHANGES {
+                        self.changes.clear();
+                    }
+                    let result =
+                        ChangeResult { base: base.clone(), key: key.as_slice().into(), set: resolved.set.clone() };
+                    self.changes.map.entry(hash).or_default().push(result);
+                    self.changes.len += 1;
+                }
+                resolved
+            }
+        };
+        self.changes.key = key;
+        resolved
     }
 
     pub fn interner(&self) -> &Arc<LabelInterner> {
@@ -298,6 +380,7 @@ impl LabelCache {
         let generation = self.interner.generation();
         if generation != self.generation {
             self.sets.clear();
+            self.changes.clear();
             self.generation = generation;
         }
     }
@@ -331,6 +414,62 @@ mod tests {
             resolve(&mut c2, &[("a", "1"), ("b", "2")])
         };
         assert!(a.set.ptr_eq(&other_cache_result.set));
+    }
+
+    /// Resolves `base` changed by `changes` (set these pairs) through the change cache.
+    fn change(cache: &mut LabelCache, base: &LabelSet, changes: &[(&str, &str)]) -> Resolved {
+        let key = |key: &mut Vec<u8>| {
+            for (n, v) in changes {
+                key.extend_from_slice(format!("{}:{n}={v};", n.len()).as_bytes());
+            }
+        };
+        let pairs = || base.pairs().iter().map(|(n, v)| (&**n, &**v)).chain(changes.iter().copied()).collect();
+        cache.resolve_changes(base, key, pairs)
+    }
+
+    #[test]
+    fn seen_changes_give_the_same_set_and_new_ones_a_new_set() {
+        let (mut c, _) = cache(LabelLimits::default());
+        let base = resolve(&mut c, &[("job", "docker")]).set;
+        let info = change(&mut c, &base, &[("level", "INFO")]);
+        assert_eq!(info.set.rendered(), r#"{job="docker", level="INFO"}"#);
+        assert!(change(&mut c, &base, &[("level", "INFO")]).set.ptr_eq(&info.set));
+        assert_eq!(c.changes.len, 1);
+        let warn = change(&mut c, &base, &[("level", "WARN")]);
+        assert_eq!(warn.set.rendered(), r#"{job="docker", level="WARN"}"#);
+        // The same changes on another base are another entry.
+        let other = resolve(&mut c, &[("job", "files")]).set;
+        assert_eq!(change(&mut c, &other, &[("level", "INFO")]).set.rendered(), r#"{job="files", level="INFO"}"#);
+        assert_eq!(c.changes.len, 3);
+        // Equal to what resolving the pairs gives.
+        assert!(resolve(&mut c, &[("level", "INFO"), ("job", "docker")]).set.ptr_eq(&info.set));
+    }
+
+    #[test]
+    fn changes_that_moved_pairs_are_resolved_again_and_counted_again() {
+        let (mut c, metrics) = cache(LabelLimits { max_values_per_label: 1, ..LabelLimits::default() });
+        let base = resolve(&mut c, &[("job", "x")]).set;
+        assert!(change(&mut c, &base, &[("user", "a")]).moved.is_empty());
+        for _ in 0..2 {
+            let r = change(&mut c, &base, &[("user", "b")]);
+            assert_eq!((r.set.rendered(), r.moved.len()), (r#"{job="x"}"#, 1));
+        }
+        assert_eq!(metrics.cardinality_capped.get_or_create(&LabelName { label: "user".into() }).get(), 2);
+        assert_eq!(c.changes.len, 1);
+    }
+
+    #[test]
+    fn the_change_cache_is_bounded_and_emptied_by_a_sweep() {
+        let (mut c, _) = cache(LabelLimits { max_values_per_label: usize::MAX, ..LabelLimits::default() });
+        let base = resolve(&mut c, &[("job", "x")]).set;
+        for i in 0..MAX_CHANGES + 10 {
+            change(&mut c, &base, &[("id", &i.to_string())]);
+        }
+        assert_eq!(c.changes.len, 10);
+        assert_eq!(c.changes.map.values().map(SmallVec::len).sum::<usize>(), 10);
+        c.interner().sweep();
+        c.refresh();
+        assert_eq!((c.changes.len, c.changes.map.len()), (0, 0));
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl LabelSet {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// The allocation's address: equal for handles of one set, for as long as one is alive.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// How many handles share this allocation.
     pub(crate) fn handle_count(&self) -> usize {
         Arc::strong_count(&self.0)

@@ -43,15 +43,15 @@ pub fn scan_string(input: &[u8], start: usize) -> Option<(usize, bool)> {
 }
 
 /// A growable byte buffer that unescaping writes to (`Vec<u8>` or `BytesMut`).
-pub trait ByteSink: bytes::BufMut {
-    /// Bytes written so far.
-    fn written(&self) -> usize;
+pub trait ByteSink: std::ops::DerefMut<Target = [u8]> {
+    /// Grows or shrinks to `len` bytes, new bytes zeroed.
+    fn resize_zeroed(&mut self, len: usize);
     fn truncate(&mut self, len: usize);
 }
 
 impl ByteSink for Vec<u8> {
-    fn written(&self) -> usize {
-        Vec::len(self)
+    fn resize_zeroed(&mut self, len: usize) {
+        self.resize(len, 0)
     }
     fn truncate(&mut self, len: usize) {
         Vec::truncate(self, len)
@@ -59,8 +59,8 @@ impl ByteSink for Vec<u8> {
 }
 
 impl ByteSink for bytes::BytesMut {
-    fn written(&self) -> usize {
-        bytes::BytesMut::len(self)
+    fn resize_zeroed(&mut self, len: usize) {
+        self.resize(len, 0)
     }
     fn truncate(&mut self, len: usize) {
         bytes::BytesMut::truncate(self, len)
@@ -78,61 +78,88 @@ pub struct Unescaped {
 
 /// Unescapes the JSON string whose content starts at `start` into `out`, in one pass, up to its
 /// closing quote. A final `\\n` is reported rather than written (Docker's line terminator). On
-/// `None` (invalid escape, no closing quote) part of the content may have been written.
+/// `None` (invalid escape, no closing quote) `out` is left as it was.
 ///
-/// The hot loop copies eight bytes at a time and takes back what follows a special byte:
-/// constant-size copies compile to single stores, where copying each run between escapes would
-/// call `memcpy` every few bytes.
+/// `out` first grows by the content's largest possible size (unescaping never lengthens: an
+/// escape of 2, 6 or 12 bytes writes 1 to 4) plus 8, and shrinks to what was written at the
+/// end. In between, the loop writes at an offset `o` that never passes the read offset `i`,
+/// so every store is in bounds: it copies eight bytes at a time and takes back what follows a
+/// special byte. Constant-size stores compile to single instructions, where copying each run
+/// between escapes would call `memcpy`, and growing the buffer per write would check its
+/// capacity, every few bytes (JSON inside JSON has a `\\"` every few bytes).
 pub fn unescape_string<B: ByteSink>(input: &[u8], start: usize, out: &mut B) -> Option<Unescaped> {
-    let mut i = start;
+    let base = out.len();
+    let content = input.get(start..)?;
+    out.resize_zeroed(base + content.len() + 8);
+    let result = unescape_content(content, &mut out[base..]);
+    let (written, done) = match result {
+        Some((written, end, trailing_newline)) => (written, Some(Unescaped { end: start + end, trailing_newline })),
+        None => (0, None),
+    };
+    out.truncate(base + written);
+    done
+}
+
+/// [`unescape_string`]'s loop over the content, into `buf` (at least `content.len() + 8` bytes):
+/// (bytes written, index of the closing quote, trailing `\\n`).
+#[inline(always)]
+fn unescape_content(content: &[u8], buf: &mut [u8]) -> Option<(usize, usize, bool)> {
+    let mut i = 0;
+    let mut o = 0;
     loop {
-        let special = loop {
-            let Some(chunk) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) else {
-                let rel = input.get(i..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
-                out.put_slice(&input[i..i + rel]);
-                break i + rel;
+        // Copy up to the next special byte.
+        loop {
+            let Some(chunk) = content.get(i..).and_then(<[u8]>::first_chunk::<8>) else {
+                let rel = content.get(i..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+                buf.get_mut(o..o + rel)?.copy_from_slice(&content[i..i + rel]);
+                i += rel;
+                o += rel;
+                break;
             };
+            buf.get_mut(o..o + 8)?.copy_from_slice(chunk);
             let v = u64::from_le_bytes(*chunk);
             let hits = zero_bytes(v ^ (ONES * u64::from(b'"'))) | zero_bytes(v ^ (ONES * u64::from(b'\\')));
-            out.put_slice(chunk);
-            if hits == 0 {
-                i += 8;
-                continue;
+            if hits != 0 {
+                let at = (hits.trailing_zeros() / 8) as usize;
+                i += at;
+                o += at;
+                break;
             }
-            let at = (hits.trailing_zeros() / 8) as usize;
-            out.truncate(out.written() - (8 - at));
-            break i + at;
-        };
-        i = special;
-        if input[i] == b'"' {
-            return Some(Unescaped { end: i, trailing_newline: false });
+            i += 8;
+            o += 8;
         }
-        match input.get(i + 1) {
+        if content[i] == b'"' {
+            return Some((o, i, false));
+        }
+        match content.get(i + 1) {
             Some(b'"') => {
-                out.put_u8(b'"');
+                *buf.get_mut(o)? = b'"';
+                o += 1;
                 i += 2;
             }
-            Some(b'n') if input.get(i + 2) == Some(&b'"') => {
-                return Some(Unescaped { end: i + 2, trailing_newline: true });
+            Some(b'n') if content.get(i + 2) == Some(&b'"') => return Some((o, i + 2, true)),
+            _ => {
+                let (ch, next) = decode_escape(content, i)?;
+                o += ch.encode_utf8(buf.get_mut(o..o + 4)?).len();
+                i = next;
             }
-            _ => i = unescape_one(input, i, out)?,
         }
     }
 }
 
-/// Writes the escape sequence at `i` (a backslash) and returns the index after it.
-fn unescape_one<B: bytes::BufMut>(raw: &[u8], i: usize, out: &mut B) -> Option<usize> {
+/// Decodes the escape sequence at `i` (a backslash): the character and the index after it.
+fn decode_escape(raw: &[u8], i: usize) -> Option<(char, usize)> {
     let c = *raw.get(i + 1)?;
     let mut next = i + 2;
-    match c {
-        b'"' => out.put_u8(b'"'),
-        b'\\' => out.put_u8(b'\\'),
-        b'/' => out.put_u8(b'/'),
-        b'b' => out.put_u8(8),
-        b'f' => out.put_u8(12),
-        b'n' => out.put_u8(b'\n'),
-        b'r' => out.put_u8(b'\r'),
-        b't' => out.put_u8(b'\t'),
+    let ch = match c {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
         b'u' => {
             let mut code = hex4(raw.get(next..)?)?;
             next += 4;
@@ -148,13 +175,11 @@ fn unescape_one<B: bytes::BufMut>(raw: &[u8], i: usize, out: &mut B) -> Option<u
             } else if (0xDC00..0xE000).contains(&code) {
                 code = 0xFFFD;
             }
-            let ch = char::from_u32(code).unwrap_or('\u{FFFD}');
-            let mut buf = [0u8; 4];
-            out.put_slice(ch.encode_utf8(&mut buf).as_bytes());
+            char::from_u32(code).unwrap_or('\u{FFFD}')
         }
         _ => return None,
-    }
-    Some(next)
+    };
+    Some((ch, next))
 }
 
 fn hex4(b: &[u8]) -> Option<u32> {
@@ -176,7 +201,9 @@ pub fn unescape_into<B: bytes::BufMut>(raw: &[u8], out: &mut B) -> Option<()> {
             return Some(());
         };
         out.put_slice(&raw[i..i + rel]);
-        i = unescape_one(raw, i + rel, out)?;
+        let (ch, next) = decode_escape(raw, i + rel)?;
+        out.put_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+        i = next;
     }
     Some(())
 }
@@ -286,10 +313,32 @@ mod tests {
         }
 
         #[test]
+        fn unescape_string_agrees_with_serde_json(s in ".*", prefix in proptest::collection::vec(any::<u8>(), 0..20)) {
+            let mut escaped = Vec::new();
+            escape_into(s.as_bytes(), &mut escaped);
+            escaped.extend_from_slice(b",\"rest\"");
+            // Written after what the buffer held; an unrelated prefix stays as it was.
+            let mut out = prefix.clone();
+            let done = unescape_string(&escaped, 1, &mut out).unwrap();
+            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+            let mut expected = s.as_bytes().to_vec();
+            if done.trailing_newline {
+                prop_assert_eq!(expected.pop(), Some(b'\n'));
+            }
+            prop_assert_eq!(&out[prefix.len()..], &expected[..]);
+            prop_assert_eq!(escaped[done.end], b'"');
+            prop_assert_eq!(&escaped[done.end + 1..], b",\"rest\"");
+        }
+
+        #[test]
         fn never_panics(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut out = Vec::new();
             let _ = unescape_into(&raw, &mut out);
             let _ = scan_string(&raw, 0);
+            let mut out = b"kept".to_vec();
+            if unescape_string(&raw, 0, &mut out).is_none() {
+                prop_assert_eq!(&out[..], b"kept");
+            }
         }
     }
 }

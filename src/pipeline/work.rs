@@ -311,15 +311,48 @@ impl Work {
         if self.label_ops.is_empty() {
             return;
         }
-        let resolved = {
-            let mut pairs = self.current_labels();
-            cache.resolve(&mut pairs)
-        };
+        let resolved =
+            cache.resolve_changes(&self.entry.labels, |key| self.write_changes_key(key), || self.current_labels());
         self.entry.labels = resolved.set;
         for (name, value) in resolved.moved {
             self.entry.metadata.set(name, Bytes::copy_from_slice(value.as_bytes()));
         }
         self.label_ops.clear();
+    }
+
+    /// The pending label changes as bytes that identify them exactly: per change a tag, then
+    /// each string as its length and bytes.
+    fn write_changes_key(&self, key: &mut Vec<u8>) {
+        fn put(key: &mut Vec<u8>, bytes: &[u8]) {
+            key.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            key.extend_from_slice(bytes);
+        }
+        for op in &self.label_ops {
+            match op {
+                LabelOp::Set(name, value) => {
+                    key.push(0);
+                    put(key, self.name_str(name));
+                    put(
+                        key,
+                        match value {
+                            Value::Static(s) => s.as_bytes(),
+                            Value::Buf(span) => self.bytes(*span),
+                        },
+                    );
+                }
+                LabelOp::Remove(name) => {
+                    key.push(1);
+                    put(key, name.as_bytes());
+                }
+                LabelOp::KeepOnly(names) => {
+                    key.push(2);
+                    key.extend_from_slice(&(names.len() as u32).to_le_bytes());
+                    for name in names.iter() {
+                        put(key, name.as_bytes());
+                    }
+                }
+            }
+        }
     }
 
     /// Takes the entry out, leaving an empty one behind.

@@ -8,7 +8,6 @@ use super::config::FileFormat;
 use crate::formats::StreamKind;
 use crate::formats::cri::parse_cri;
 use crate::formats::docker_json::parse_envelope_into;
-use crate::formats::json_string::ByteSink;
 use bytes::{Bytes, BytesMut};
 
 /// One entry's worth of a file.
@@ -123,7 +122,7 @@ impl Decoder {
     }
 
     fn docker(&mut self, line: Bytes) -> Option<Decoded> {
-        let start = self.scratch.written();
+        let start = self.scratch.len();
         let env = match parse_envelope_into(&line, &mut self.scratch) {
             Ok(env) => env,
             Err(_) => {
