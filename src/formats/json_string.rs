@@ -81,16 +81,19 @@ pub struct Unescaped {
 /// `None` (invalid escape, no closing quote) `out` is left as it was.
 ///
 /// `out` first grows by the content's largest possible size (unescaping never lengthens: an
-/// escape of 2, 6 or 12 bytes writes 1 to 4) plus 8, and shrinks to what was written at the
-/// end. In between, the loop writes at an offset `o` that never passes the read offset `i`,
-/// so every store is in bounds: it copies eight bytes at a time and takes back what follows a
-/// special byte. Constant-size stores compile to single instructions, where copying each run
-/// between escapes would call `memcpy`, and growing the buffer per write would check its
-/// capacity, every few bytes (JSON inside JSON has a `\\"` every few bytes).
+/// escape of 2, 6 or 12 bytes writes 1 to 4) plus [`BLOCK`], and shrinks to what was written
+/// at the end. In between, writes go to an offset that never passes the read offset, so every
+/// store is in bounds.
+///
+/// JSON inside JSON has a `\\"` every few bytes, so the cost is per escape, not per byte: the
+/// content is read in blocks of [`BLOCK`] bytes, each turned once into bit masks of its
+/// backslashes and quotes; the escapes of a block are then taken from the masks, and the run
+/// before each is copied with one constant-size load and store (the bytes it writes past the
+/// run are overwritten next). Near the end of the input the blocks give way to a byte loop.
 pub fn unescape_string<B: ByteSink>(input: &[u8], start: usize, out: &mut B) -> Option<Unescaped> {
     let base = out.len();
     let content = input.get(start..)?;
-    out.resize_zeroed(base + content.len() + 8);
+    out.resize_zeroed(base + content.len() + BLOCK);
     let result = unescape_content(content, &mut out[base..]);
     let (written, done) = match result {
         Some((written, end, trailing_newline)) => (written, Some(Unescaped { end: start + end, trailing_newline })),
@@ -100,48 +103,106 @@ pub fn unescape_string<B: ByteSink>(input: &[u8], start: usize, out: &mut B) -> 
     done
 }
 
-/// [`unescape_string`]'s loop over the content, into `buf` (at least `content.len() + 8` bytes):
-/// (bytes written, index of the closing quote, trailing `\\n`).
+/// The block size of [`unescape_string`].
+const BLOCK: usize = 16;
+
+/// Bit `k` of the first mask is set where `block[k]` is a backslash, of the second where it is
+/// a quote.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn special_masks(block: &[u8; BLOCK]) -> (u32, u32) {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of every x86_64 target; the load reads 16 bytes, unaligned, from a
+    // 16-byte array.
+    let (backslashes, quotes) = unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        (
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))),
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8))),
+        )
+    };
+    (backslashes as u32, quotes as u32)
+}
+
+/// Bit `k` of the first mask is set where `block[k]` is a backslash, of the second where it is
+/// a quote.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn special_masks(block: &[u8; BLOCK]) -> (u32, u32) {
+    let (mut backslashes, mut quotes) = (0u32, 0u32);
+    for (k, &b) in block.iter().enumerate() {
+        backslashes |= u32::from(b == b'\\') << k;
+        quotes |= u32::from(b == b'"') << k;
+    }
+    (backslashes, quotes)
+}
+
+/// [`unescape_string`]'s loop over the content, into `buf` (at least `content.len() + BLOCK`
+/// bytes): (bytes written, index of the closing quote, trailing `\\n`).
 #[inline(always)]
 fn unescape_content(content: &[u8], buf: &mut [u8]) -> Option<(usize, usize, bool)> {
     let mut i = 0;
     let mut o = 0;
-    loop {
-        // Copy up to the next special byte.
+    // Blocks while a whole one is left to read.
+    'blocks: while let Some(block) = content.get(i..).and_then(<[u8]>::first_chunk::<BLOCK>) {
+        let block_start = i;
+        let (backslashes, quotes) = special_masks(block);
+        let mut specials = backslashes | quotes;
         loop {
-            let Some(chunk) = content.get(i..).and_then(<[u8]>::first_chunk::<8>) else {
-                let rel = content.get(i..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
-                buf.get_mut(o..o + rel)?.copy_from_slice(&content[i..i + rel]);
-                i += rel;
-                o += rel;
-                break;
-            };
-            buf.get_mut(o..o + 8)?.copy_from_slice(chunk);
-            let v = u64::from_le_bytes(*chunk);
-            let hits = zero_bytes(v ^ (ONES * u64::from(b'"'))) | zero_bytes(v ^ (ONES * u64::from(b'\\')));
-            if hits != 0 {
-                let at = (hits.trailing_zeros() / 8) as usize;
-                i += at;
-                o += at;
-                break;
+            // The run from `i` to the next special byte (or the block's end).
+            let next =
+                if specials == 0 { block_start + BLOCK } else { block_start + specials.trailing_zeros() as usize };
+            let run = content.get(i..).and_then(<[u8]>::first_chunk::<BLOCK>);
+            match run {
+                Some(run) => buf.get_mut(o..o + BLOCK)?.copy_from_slice(run),
+                None => buf.get_mut(o..o + next - i)?.copy_from_slice(&content[i..next]),
             }
-            i += 8;
-            o += 8;
-        }
-        if content[i] == b'"' {
-            return Some((o, i, false));
-        }
-        match content.get(i + 1) {
-            Some(b'"') => {
-                *buf.get_mut(o)? = b'"';
-                o += 1;
-                i += 2;
+            o += next - i;
+            i = next;
+            if specials == 0 {
+                continue 'blocks;
             }
-            Some(b'n') if content.get(i + 2) == Some(&b'"') => return Some((o, i + 2, true)),
-            _ => {
+            if content[i] == b'"' {
+                return Some((o, i, false));
+            }
+            match content.get(i + 1) {
+                Some(&c @ (b'"' | b'\\')) => {
+                    *buf.get_mut(o)? = c;
+                    o += 1;
+                    i += 2;
+                }
+                Some(b'n') if content.get(i + 2) == Some(&b'"') => return Some((o, i + 2, true)),
+                _ => {
+                    let (ch, next) = decode_escape(content, i)?;
+                    o += ch.encode_utf8(buf.get_mut(o..o + 4)?).len();
+                    i = next;
+                }
+            }
+            // Forget the specials the escape covered; past the block, read the next one.
+            let consumed = i - block_start;
+            if consumed >= BLOCK {
+                continue 'blocks;
+            }
+            specials &= u32::MAX << consumed;
+        }
+    }
+    // The last bytes, one at a time.
+    loop {
+        let c = *content.get(i)?;
+        match c {
+            b'"' => return Some((o, i, false)),
+            b'\\' => {
+                if content.get(i + 1) == Some(&b'n') && content.get(i + 2) == Some(&b'"') {
+                    return Some((o, i + 2, true));
+                }
                 let (ch, next) = decode_escape(content, i)?;
                 o += ch.encode_utf8(buf.get_mut(o..o + 4)?).len();
                 i = next;
+            }
+            _ => {
+                *buf.get_mut(o)? = c;
+                o += 1;
+                i += 1;
             }
         }
     }
@@ -289,6 +350,25 @@ mod tests {
                 }
             }
             assert_eq!(find_quote_or_backslash(&vec![0xffu8; len]), None);
+        }
+    }
+
+    #[test]
+    fn unescapes_escapes_at_every_offset_around_the_blocks() {
+        for escape in [r#"\""#, r"\\", r"\n", r"\u00e9", r"\ud83d\ude00", r"\t"] {
+            for len in 0..3 * BLOCK {
+                for at in 0..=len {
+                    let mut raw = "a".repeat(len);
+                    raw.insert_str(at, escape);
+                    let input = format!(r#""{raw}","time":"x"}}"#);
+                    let expected: String = serde_json::from_str(&input[..raw.len() + 2]).unwrap();
+                    let mut out = Vec::new();
+                    let done = unescape_string(input.as_bytes(), 1, &mut out).unwrap();
+                    let trailing = if done.trailing_newline { "\n" } else { "" };
+                    assert_eq!(format!("{}{trailing}", String::from_utf8(out).unwrap()), expected, "{input}");
+                    assert_eq!(done.end, raw.len() + 1, "{input}");
+                }
+            }
         }
     }
 
