@@ -6,6 +6,7 @@
 //! `limit`, `metrics`) at the same place (pipeline name and stage path) with an equal config
 //! reuses the previous stage's state.
 
+use super::config_str::ConfigStr;
 use super::envelope::{CriStage, DockerStage};
 use super::extract::{JsonExpr, JsonStage, LogfmtStage, RegexStage, parse_json_path};
 use super::filter::{DropCount, DropStage, LimitStage, MatchAction, MatchStage};
@@ -111,14 +112,14 @@ impl Builder<'_> {
         }
     }
 
-    fn label_name(&mut self, position: Position, name: &str) -> Arc<str> {
+    fn label_name(&mut self, position: Position, name: &str) -> ConfigStr {
         if !is_valid_name(name) || name.starts_with("__") {
             self.error(
                 position,
                 format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
             );
         }
-        Arc::from(name)
+        ConfigStr::new(name)
     }
 
     fn carried(&self, path: &str, config: &StageConfig) -> Option<StageState> {
@@ -163,7 +164,7 @@ impl Builder<'_> {
                             None => (name.as_str(), position),
                         };
                         match parse_json_path(text) {
-                            Ok(path) => exprs.push(JsonExpr { name: Arc::from(name.as_str()), path }),
+                            Ok(path) => exprs.push(JsonExpr { name: ConfigStr::new(name), path }),
                             Err(e) => self.error(at, format!("json: {e}")),
                         }
                     }
@@ -178,7 +179,7 @@ impl Builder<'_> {
                     mapping: c
                         .mapping
                         .iter()
-                        .map(|(n, k)| (Arc::from(n.as_str()), k.clone().unwrap_or_else(|| n.clone())))
+                        .map(|(n, k)| (ConfigStr::new(n), k.clone().unwrap_or_else(|| n.clone())))
                         .collect(),
                 })),
                 StageConfig::Regex(c) => self.regex(&c.expression).map(|regex| {
@@ -202,20 +203,22 @@ impl Builder<'_> {
                     let pairs = map
                         .iter()
                         .filter_map(|(l, v)| v.as_ref().map(|v| (l, v)))
-                        .map(|(l, v)| (self.label_name(position, l), Arc::from(v.as_str())))
+                        .map(|(l, v)| (self.label_name(position, l), ConfigStr::new(v)))
                         .collect();
                     Some(Stage::StaticLabels(StaticLabelsStage { pairs }))
                 }
-                StageConfig::Labeldrop(names) => Some(Stage::Labeldrop(LabeldropStage {
-                    names: names.iter().map(|n| Arc::from(n.as_str())).collect(),
-                })),
+                StageConfig::Labeldrop(names) => {
+                    Some(Stage::Labeldrop(LabeldropStage { names: names.iter().map(|n| ConfigStr::new(n)).collect() }))
+                }
                 StageConfig::Labelallow(names) => Some(Stage::Labelallow(LabelallowStage {
                     names: names.iter().map(|n| Arc::from(n.as_str())).collect::<Vec<_>>().into(),
                 })),
                 StageConfig::StructuredMetadata(map) => {
                     let pairs = map
                         .iter()
-                        .map(|(n, s)| (self.label_name(position, n), s.clone().unwrap_or_else(|| n.clone())))
+                        .map(|(n, s)| {
+                            (Arc::from(self.label_name(position, n).as_str()), s.clone().unwrap_or_else(|| n.clone()))
+                        })
                         .collect();
                     Some(Stage::StructuredMetadata(StructuredMetadataStage { pairs }))
                 }
@@ -307,7 +310,12 @@ impl Builder<'_> {
                     let template = self.template(&c.replace);
                     regex.zip(template).map(|(regex, template)| {
                         let names = named_groups(&regex);
-                        Stage::Replace(ReplaceStage { source: c.source.clone(), regex, template, names })
+                        Stage::Replace(ReplaceStage {
+                            source: c.source.as_deref().map(ConfigStr::new),
+                            regex,
+                            template,
+                            names,
+                        })
                     })
                 }
                 StageConfig::Limit(c) => {
@@ -351,7 +359,7 @@ impl Builder<'_> {
                 }
                 StageConfig::Template(c) => self
                     .template(&c.template)
-                    .map(|template| Stage::Template(TemplateStage { source: Arc::from(c.source.as_str()), template })),
+                    .map(|template| Stage::Template(TemplateStage { source: ConfigStr::new(&c.source), template })),
                 StageConfig::Metrics(map) => {
                     let carried_metrics = match carried {
                         Some(StageState::Metrics(m)) => m,
@@ -457,8 +465,8 @@ fn first_line(s: &str) -> String {
     s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
-fn named_groups(re: &regex::bytes::Regex) -> Vec<(usize, Arc<str>)> {
-    re.capture_names().enumerate().filter_map(|(i, n)| n.map(|n| (i, Arc::from(n)))).collect()
+fn named_groups(re: &regex::bytes::Regex) -> Vec<(usize, ConfigStr)> {
+    re.capture_names().enumerate().filter_map(|(i, n)| n.map(|n| (i, ConfigStr::new(n)))).collect()
 }
 
 /// Builds the set from pipeline files (in the order given: callers sort by file name).

@@ -5,6 +5,7 @@
 //! `docker` does not join the parts of lines that Docker split at 16 KiB (sources reading
 //! json-file logs from disk do that); `cri` joins partial (`P`) lines until the full (`F`) one.
 
+use super::config_str::ConfigStr;
 use super::hold::{Group, Groups, Holding, Offer, Released};
 use super::work::{LabelOp, Name, Value, Work};
 use super::{Flow, StageCtx, StageInfo};
@@ -17,14 +18,18 @@ use std::sync::Arc;
 
 /// The `stream` label name and its two values, shared.
 pub(crate) struct StreamLabel {
-    name: Arc<str>,
-    stdout: Arc<str>,
-    stderr: Arc<str>,
+    name: ConfigStr,
+    stdout: ConfigStr,
+    stderr: ConfigStr,
 }
 
 impl Default for StreamLabel {
     fn default() -> Self {
-        StreamLabel { name: Arc::from("stream"), stdout: Arc::from("stdout"), stderr: Arc::from("stderr") }
+        StreamLabel {
+            name: ConfigStr::new("stream"),
+            stdout: ConfigStr::new("stdout"),
+            stderr: ConfigStr::new("stderr"),
+        }
     }
 }
 
@@ -34,7 +39,7 @@ impl StreamLabel {
             StreamKind::Stdout => &self.stdout,
             StreamKind::Stderr => &self.stderr,
         };
-        w.push_label_op(LabelOp::Set(Name::Static(Arc::clone(&self.name)), Value::Static(Arc::clone(value))));
+        w.push_label_op(LabelOp::Set(Name::Static(self.name), Value::Static(*value)));
     }
 }
 

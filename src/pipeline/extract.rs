@@ -5,13 +5,13 @@
 //! values with their offset in the line, so that metadata taken from them shares the line's
 //! buffer instead of copying it.
 
+use super::config_str::ConfigStr;
 use super::work::{ExtractSink, Name, Work};
 use super::{Dropped, Flow, StageInfo};
 use prometheus_client::metrics::counter::Counter;
 use regex::bytes::Regex;
 use simd_json::{Node, StaticNode};
 use std::io::Write as _;
-use std::sync::Arc;
 
 /// One step of a JSON expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +86,7 @@ pub(crate) fn parse_json_path(expr: &str) -> Result<Vec<Segment>, String> {
 }
 
 pub(crate) struct JsonExpr {
-    pub name: Arc<str>,
+    pub name: ConfigStr,
     pub path: Vec<Segment>,
 }
 
@@ -259,7 +259,7 @@ impl JsonStage {
                         for &e in indexes {
                             let expr = &self.exprs[e];
                             if let Some(i) = lookup(nodes, value, &expr.path[1..]) {
-                                record(nodes, i, Name::Static(Arc::clone(&expr.name)), &mut sink, input_ptr, line);
+                                record(nodes, i, Name::Static(expr.name), &mut sink, input_ptr, line);
                             }
                         }
                     }
@@ -288,7 +288,7 @@ impl JsonStage {
 pub(crate) struct LogfmtStage {
     pub source: Option<String>,
     /// (extracted name, logfmt key); empty: every key under its own name.
-    pub mapping: Vec<(Arc<str>, String)>,
+    pub mapping: Vec<(ConfigStr, String)>,
 }
 
 /// Splits logfmt text into (key, value, value offset, value was quoted with escapes).
@@ -360,7 +360,7 @@ impl LogfmtStage {
             } else {
                 for (name, wanted) in &self.mapping {
                     if wanted.as_bytes() == key {
-                        sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| buf.extend_from_slice(value));
+                        sink.value_with(Name::Static(*name), origin, |buf| buf.extend_from_slice(value));
                     }
                 }
             }
@@ -376,7 +376,7 @@ impl LogfmtStage {
 pub(crate) struct RegexStage {
     pub source: Option<String>,
     pub regex: Regex,
-    pub names: Vec<(usize, Arc<str>)>,
+    pub names: Vec<(usize, ConfigStr)>,
 }
 
 impl RegexStage {
@@ -394,7 +394,7 @@ impl RegexStage {
         for (index, name) in &self.names {
             if let Some(m) = caps.get(*index) {
                 let origin = from_line.then_some(m.start() as u32);
-                sink.value_with(Name::Static(Arc::clone(name)), origin, |buf| buf.extend_from_slice(m.as_bytes()));
+                sink.value_with(Name::Static(*name), origin, |buf| buf.extend_from_slice(m.as_bytes()));
             }
         }
         Flow::Continue

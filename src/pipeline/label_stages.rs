@@ -3,19 +3,20 @@
 //! interned once at the end of the pipelines (see `work`).
 
 use super::Flow;
+use super::config_str::ConfigStr;
 use super::work::{LabelOp, Name, Value, Work};
 use std::sync::Arc;
 
 /// `labels`: label name ← extracted key. A missing key sets nothing.
 pub(crate) struct LabelsStage {
-    pub pairs: Vec<(Arc<str>, String)>,
+    pub pairs: Vec<(ConfigStr, String)>,
 }
 
 impl LabelsStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
         for (label, source) in &self.pairs {
             if let Some(span) = w.extracted_span(source) {
-                w.push_label_op(LabelOp::Set(Name::Static(Arc::clone(label)), Value::Buf(span)));
+                w.push_label_op(LabelOp::Set(Name::Static(*label), Value::Buf(span)));
             }
         }
         Flow::Continue
@@ -24,13 +25,13 @@ impl LabelsStage {
 
 /// `static_labels`: fixed pairs.
 pub(crate) struct StaticLabelsStage {
-    pub pairs: Vec<(Arc<str>, Arc<str>)>,
+    pub pairs: Vec<(ConfigStr, ConfigStr)>,
 }
 
 impl StaticLabelsStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
         for (name, value) in &self.pairs {
-            w.push_label_op(LabelOp::Set(Name::Static(Arc::clone(name)), Value::Static(Arc::clone(value))));
+            w.push_label_op(LabelOp::Set(Name::Static(*name), Value::Static(*value)));
         }
         Flow::Continue
     }
@@ -38,13 +39,13 @@ impl StaticLabelsStage {
 
 /// `labeldrop`: remove these labels.
 pub(crate) struct LabeldropStage {
-    pub names: Vec<Arc<str>>,
+    pub names: Vec<ConfigStr>,
 }
 
 impl LabeldropStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
         for name in &self.names {
-            w.push_label_op(LabelOp::Remove(Arc::clone(name)));
+            w.push_label_op(LabelOp::Remove(*name));
         }
         Flow::Continue
     }

@@ -19,6 +19,7 @@
 //!   of what they hold, so a source's position never passes a line still held.
 
 pub mod build;
+pub mod config_str;
 pub mod dry_run;
 mod envelope;
 mod extract;
@@ -354,7 +355,7 @@ impl Runner {
         for entry in batch.entries.drain(..) {
             let w = match &mut work {
                 Some(w) => {
-                    w.reset(entry, Arc::clone(source));
+                    w.reset(entry, source);
                     w
                 }
                 None => work.insert(Work::new(entry, Arc::clone(source))),

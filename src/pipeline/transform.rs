@@ -2,12 +2,12 @@
 //! (an extracted value from a Go template) and `replace` (regex replacement in the line or a
 //! value).
 
+use super::config_str::ConfigStr;
 use super::template::Template;
 use super::work::{Name, Work};
 use super::{Flow, StageInfo};
 use bytes::BufMut;
 use regex::bytes::Regex;
-use std::sync::Arc;
 
 /// Template fields over a [`Work`]: `.Value` is `value`, `.Entry` the line, others extracted.
 struct WorkFields<'a> {
@@ -42,7 +42,7 @@ impl OutputStage {
 
 /// `template`: the extracted value `source` becomes the template's result.
 pub(crate) struct TemplateStage {
-    pub source: Arc<str>,
+    pub source: ConfigStr,
     pub template: Template,
 }
 
@@ -53,7 +53,7 @@ impl TemplateStage {
             self.template.render(&fields)
         };
         match rendered {
-            Ok(text) => w.extract_bytes(Name::Static(Arc::clone(&self.source)), text.as_bytes()),
+            Ok(text) => w.extract_bytes(Name::Static(self.source), text.as_bytes()),
             Err(e) => info.error(|| e),
         }
         Flow::Continue
@@ -65,22 +65,22 @@ impl TemplateStage {
 /// Named groups of the first match are extracted too, with the value the template gave them (as
 /// in Promtail).
 pub(crate) struct ReplaceStage {
-    pub source: Option<String>,
+    pub source: Option<ConfigStr>,
     pub regex: Regex,
     pub template: Template,
-    pub names: Vec<(usize, Arc<str>)>,
+    pub names: Vec<(usize, ConfigStr)>,
 }
 
 impl ReplaceStage {
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
-        let Some(text) = w.source_value(self.source.as_deref()) else {
+        let Some(text) = w.source_value(self.source.map(ConfigStr::as_str)) else {
             return Flow::Continue;
         };
         let text = text.to_vec();
         let mut out: Vec<u8> = Vec::with_capacity(text.len());
         let mut last = 0;
         let mut matched = false;
-        let mut named: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+        let mut named: Vec<(ConfigStr, Vec<u8>)> = Vec::new();
         for caps in self.regex.captures_iter(&text) {
             let first = !matched;
             matched = true;
@@ -105,7 +105,7 @@ impl ReplaceStage {
                     }
                 };
                 if let Some((_, name)) = name {
-                    named.push((Arc::clone(name), rendered.as_bytes().to_vec()));
+                    named.push((*name, rendered.as_bytes().to_vec()));
                 }
                 if inside {
                     continue;
@@ -122,9 +122,9 @@ impl ReplaceStage {
         for (name, value) in named {
             w.extract_bytes(Name::Static(name), &value);
         }
-        match &self.source {
+        match self.source {
             None => w.entry.line = w.new_line(|b| b.put_slice(&out)),
-            Some(key) => w.extract_bytes(Name::Static(Arc::from(key.as_str())), &out),
+            Some(key) => w.extract_bytes(Name::Static(key), &out),
         }
         Flow::Continue
     }

@@ -6,6 +6,7 @@
 //! Label changes are recorded as [`LabelOp`]s over the entry's interned set and resolved once, at
 //! the end of all pipelines (see `PipelineSet::finish`).
 
+use super::config_str::ConfigStr;
 use crate::event::{LabelCache, LabelSet, LogEntry, Metadata};
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -21,14 +22,14 @@ pub struct Span {
 /// A name: from config (shared) or computed for this entry (in `buf`).
 #[derive(Debug, Clone)]
 pub enum Name {
-    Static(Arc<str>),
+    Static(ConfigStr),
     Buf(Span),
 }
 
 /// A label value: from config or in `buf`.
 #[derive(Debug, Clone)]
 pub enum Value {
-    Static(Arc<str>),
+    Static(ConfigStr),
     Buf(Span),
 }
 
@@ -44,7 +45,7 @@ pub(crate) struct Extracted {
 #[derive(Debug, Clone)]
 pub enum LabelOp {
     Set(Name, Value),
-    Remove(Arc<str>),
+    Remove(ConfigStr),
     KeepOnly(Arc<[Arc<str>]>),
 }
 
@@ -162,10 +163,13 @@ impl Work {
         ExtractSink { buf: &mut self.buf, extracted: &mut self.extracted }
     }
 
-    /// Starts on a new entry, keeping the buffers.
-    pub fn reset(&mut self, entry: LogEntry, source: Arc<str>) {
+    /// Starts on a new entry, keeping the buffers (and the source's handle when it is the same
+    /// source: no reference count to touch per line).
+    pub fn reset(&mut self, entry: LogEntry, source: &Arc<str>) {
         self.entry = entry;
-        self.source = source;
+        if !Arc::ptr_eq(&self.source, source) {
+            self.source = Arc::clone(source);
+        }
         self.buf.clear();
         self.extracted.clear();
         self.label_ops.clear();
@@ -278,7 +282,7 @@ impl Work {
                         continue;
                     };
                     let value = match value {
-                        Value::Static(s) => &**s,
+                        Value::Static(s) => s.as_str(),
                         Value::Buf(span) => match std::str::from_utf8(self.bytes(*span)) {
                             Ok(v) => v,
                             Err(_) => continue,
@@ -390,12 +394,12 @@ mod tests {
     fn extracted_values_newest_wins_and_share_the_line() {
         let mut w = work("level=info msg=hi");
         let v = w.push_bytes(b"info");
-        w.extract(Name::Static(Arc::from("level")), v, Some(6));
+        w.extract(Name::Static(ConfigStr::new("level")), v, Some(6));
         assert_eq!(w.extracted("level"), Some(&b"info"[..]));
         let bytes = w.extracted_bytes("level").unwrap();
         assert_eq!(bytes, "info");
         assert_eq!(bytes.as_ptr(), w.entry.line[6..].as_ptr(), "a slice of the line, not a copy");
-        w.extract_bytes(Name::Static(Arc::from("level")), b"warn");
+        w.extract_bytes(Name::Static(ConfigStr::new("level")), b"warn");
         assert_eq!(w.extracted("level"), Some(&b"warn"[..]));
         assert_eq!(w.extracted("job"), Some(&b"app"[..]), "labels read as extracted values");
         assert_eq!(w.extracted("nope"), None);
@@ -406,8 +410,8 @@ mod tests {
     fn label_ops_apply_in_order() {
         let mut w = work("x");
         let v = w.push_bytes(b"gateway");
-        w.push_label_op(LabelOp::Set(Name::Static(Arc::from("service")), Value::Buf(v)));
-        w.push_label_op(LabelOp::Remove(Arc::from("stream")));
+        w.push_label_op(LabelOp::Set(Name::Static(ConfigStr::new("service")), Value::Buf(v)));
+        w.push_label_op(LabelOp::Remove(ConfigStr::new("stream")));
         assert_eq!(w.label("service"), Some("gateway"));
         assert_eq!(w.label("stream"), None);
         w.push_label_op(LabelOp::KeepOnly(Arc::from(vec![Arc::from("service")])));
