@@ -162,20 +162,11 @@ fn unescape_content(content: &[u8], buf: &mut [u8]) -> Option<(usize, usize, boo
             if specials == 0 {
                 continue 'blocks;
             }
-            if content[i] == b'"' {
-                return Some((o, i, false));
-            }
-            match content.get(i + 1) {
-                Some(&c @ (b'"' | b'\\')) => {
-                    *buf.get_mut(o)? = c;
-                    o += 1;
-                    i += 2;
-                }
-                Some(b'n') if content.get(i + 2) == Some(&b'"') => return Some((o, i + 2, true)),
-                _ => {
-                    let (ch, next) = decode_escape(content, i)?;
-                    o += ch.encode_utf8(buf.get_mut(o..o + 4)?).len();
+            match special_at(content, i, buf, o)? {
+                Special::End { end, trailing_newline } => return Some((o, end, trailing_newline)),
+                Special::Escape { next, written } => {
                     i = next;
+                    o += written;
                 }
             }
             // Forget the specials the escape covered; past the block, read the next one.
@@ -189,21 +180,46 @@ fn unescape_content(content: &[u8], buf: &mut [u8]) -> Option<(usize, usize, boo
     // The last bytes, one at a time.
     loop {
         let c = *content.get(i)?;
-        match c {
-            b'"' => return Some((o, i, false)),
-            b'\\' => {
-                if content.get(i + 1) == Some(&b'n') && content.get(i + 2) == Some(&b'"') {
-                    return Some((o, i + 2, true));
-                }
-                let (ch, next) = decode_escape(content, i)?;
-                o += ch.encode_utf8(buf.get_mut(o..o + 4)?).len();
+        if c != b'"' && c != b'\\' {
+            *buf.get_mut(o)? = c;
+            o += 1;
+            i += 1;
+            continue;
+        }
+        match special_at(content, i, buf, o)? {
+            Special::End { end, trailing_newline } => return Some((o, end, trailing_newline)),
+            Special::Escape { next, written } => {
                 i = next;
+                o += written;
             }
-            _ => {
-                *buf.get_mut(o)? = c;
-                o += 1;
-                i += 1;
-            }
+        }
+    }
+}
+
+/// What the quote or backslash at a read offset of [`unescape_content`] does.
+enum Special {
+    /// The string ends with the quote at `end`; its content ended with `\\n`, not written, if
+    /// `trailing_newline`.
+    End { end: usize, trailing_newline: bool },
+    /// An escape, decoded into `written` bytes; reading goes on at `next`.
+    Escape { next: usize, written: usize },
+}
+
+/// Handles the quote or backslash at `content[i]`, writing an escape's bytes at `buf[o..]`.
+#[inline(always)]
+fn special_at(content: &[u8], i: usize, buf: &mut [u8], o: usize) -> Option<Special> {
+    if content[i] == b'"' {
+        return Some(Special::End { end: i, trailing_newline: false });
+    }
+    match content.get(i + 1) {
+        Some(&c @ (b'"' | b'\\')) => {
+            *buf.get_mut(o)? = c;
+            Some(Special::Escape { next: i + 2, written: 1 })
+        }
+        Some(b'n') if content.get(i + 2) == Some(&b'"') => Some(Special::End { end: i + 2, trailing_newline: true }),
+        _ => {
+            let (ch, next) = decode_escape(content, i)?;
+            Some(Special::Escape { next, written: ch.encode_utf8(buf.get_mut(o..o + 4)?).len() })
         }
     }
 }

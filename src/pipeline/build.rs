@@ -112,14 +112,19 @@ impl Builder<'_> {
         }
     }
 
-    fn label_name(&mut self, position: Position, name: &str) -> ConfigStr {
+    /// `name`, after an error where it is not a valid label name.
+    fn checked_label_name<'n>(&mut self, position: Position, name: &'n str) -> &'n str {
         if !is_valid_name(name) || name.starts_with("__") {
             self.error(
                 position,
                 format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
             );
         }
-        ConfigStr::new(name)
+        name
+    }
+
+    fn label_name(&mut self, position: Position, name: &str) -> ConfigStr {
+        ConfigStr::new(self.checked_label_name(position, name))
     }
 
     fn carried(&self, path: &str, config: &StageConfig) -> Option<StageState> {
@@ -217,7 +222,7 @@ impl Builder<'_> {
                     let pairs = map
                         .iter()
                         .map(|(n, s)| {
-                            (Arc::from(self.label_name(position, n).as_str()), s.clone().unwrap_or_else(|| n.clone()))
+                            (Arc::from(self.checked_label_name(position, n)), s.clone().unwrap_or_else(|| n.clone()))
                         })
                         .collect();
                     Some(Stage::StructuredMetadata(StructuredMetadataStage { pairs }))
