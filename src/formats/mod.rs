@@ -5,6 +5,7 @@
 
 pub mod cri;
 pub mod docker_json;
+pub mod json_object;
 pub mod json_string;
 pub mod time;
 

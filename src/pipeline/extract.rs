@@ -1,16 +1,23 @@
 //! Stages that extract values from a line (or an extracted value): `json`, `logfmt`, `regex`.
 //!
-//! `json` is on the hot path of every structured log line. It parses with simd-json's tape into
-//! reused buffers, walks only the top-level keys its expressions start with, and records string
-//! values with their offset in the line, so that metadata taken from them shares the line's
-//! buffer instead of copying it.
+//! `json` is on the hot path of every structured log line. When every expression names a
+//! top-level key (the common case, and the default pipeline's), the line is walked in place by
+//! [`json_object::members`], which validates the whole text as simd-json would and slices out
+//! only the wanted values: no copy of the line, no tape, no unescaping of values nobody reads.
+//! Otherwise, or when a wanted value is an object or an array, simd-json parses the text into
+//! its tape (reused buffers) and the expressions are looked up there. Both paths give the same
+//! values for the same line (property-tested below). String values are recorded with their
+//! offset in the line, so that metadata taken from them shares the line's buffer.
 
 use super::config_str::ConfigStr;
 use super::work::{ExtractSink, Name, Work};
 use super::{Dropped, Flow, StageInfo};
+use crate::formats::json_object::{self, RawValue};
+use crate::formats::json_string::unescape_into;
 use prometheus_client::metrics::counter::Counter;
 use regex::bytes::Regex;
 use simd_json::{Node, StaticNode};
+use smallvec::SmallVec;
 use std::io::Write as _;
 
 /// One step of a JSON expression.
@@ -97,6 +104,8 @@ pub(crate) struct JsonStage {
     /// The expressions by the top-level key they start with, so that one pass over the object's
     /// keys serves them all.
     by_first_key: Vec<(String, Vec<usize>)>,
+    /// Every expression is one top-level key (or there are none): lines can take the fast path.
+    top_level_only: bool,
     pub drop_malformed: Option<(Dropped, Counter)>,
 }
 
@@ -224,13 +233,101 @@ impl JsonStage {
                 None => by_first_key.push((first.clone(), vec![i])),
             }
         }
-        JsonStage { source, exprs, by_first_key, drop_malformed }
+        let top_level_only = exprs.iter().all(|e| e.path.len() == 1);
+        JsonStage { source, exprs, by_first_key, top_level_only, drop_malformed }
     }
 
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
-        let Some(len) = w.load_json_input(self.source.as_deref()) else {
-            return Flow::Continue;
+        let parsed = match self.walk_line(w) {
+            Some(parsed) => parsed,
+            None => match self.parse_with_tape(w) {
+                Some(parsed) => parsed,
+                None => return Flow::Continue,
+            },
         };
+        if parsed {
+            return Flow::Continue;
+        }
+        match &self.drop_malformed {
+            Some((dropped, counter)) => {
+                counter.inc();
+                Flow::Drop(dropped.clone())
+            }
+            None => {
+                info.error(|| "not a JSON object".into());
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The fast path: the line's top-level members walked in place ([`json_object::members`],
+    /// which accepts what simd-json accepts) and the wanted values sliced out, with no tape.
+    /// Whether the line was a JSON object, or `None` when the tape must decide: a `source`
+    /// (its value lives in the buffer that values are written to), a path below the top level,
+    /// a wanted value that is an object or an array, an escaped key, or an integer too long to
+    /// print as written.
+    fn walk_line(&self, w: &mut Work) -> Option<bool> {
+        if self.source.is_some() || !self.top_level_only {
+            return None;
+        }
+        let (_, mut sink, line) = w.json_parts();
+        let mut found: SmallVec<[(Target<'_>, RawValue<'_>); 16]> = SmallVec::new();
+        let mut needs_tape = false;
+        let object = json_object::members(line, |key, value| {
+            if key.escaped || needs_tape {
+                needs_tape = true;
+                return;
+            }
+            let wanted = |value: RawValue<'_>| match value {
+                RawValue::Nested => false,
+                RawValue::Number(text) => number_text(text).is_some(),
+                _ => true,
+            };
+            if self.exprs.is_empty() {
+                needs_tape = !wanted(value);
+                found.push((Target::Key(key.content), value));
+            } else if let Some((_, indexes)) = self.by_first_key.iter().find(|(k, _)| k.as_bytes() == key.content) {
+                needs_tape = !wanted(value);
+                found.extend(indexes.iter().map(|&e| (Target::Expr(self.exprs[e].name), value)));
+            }
+        });
+        if !object {
+            return Some(false);
+        }
+        if needs_tape {
+            return None;
+        }
+        for (target, value) in found {
+            let name = match target {
+                Target::Key(key) => sink.name(key),
+                Target::Expr(name) => Name::Static(name),
+            };
+            match value {
+                RawValue::String { content, at, escaped: false } => {
+                    sink.value_with(name, Some(at as u32), |buf| buf.extend_from_slice(content))
+                }
+                RawValue::String { content, escaped: true, .. } => sink.value_with(name, None, |buf| {
+                    // The walk checked every escape: this cannot fail.
+                    let _ = unescape_into(content, buf);
+                }),
+                RawValue::Number(text) => match number_text(text) {
+                    Some(NumberText::AsWritten(text)) => sink.value_with(name, None, |buf| buf.extend_from_slice(text)),
+                    Some(NumberText::Float(v)) => sink.value_with(name, None, |buf| {
+                        let _ = write!(buf, "{v}");
+                    }),
+                    None => {}
+                },
+                RawValue::Bool(b) => sink.value_with(name, None, |buf| write_static(StaticNode::Bool(b), buf)),
+                RawValue::Null | RawValue::Nested => {}
+            }
+        }
+        Some(true)
+    }
+
+    /// The general path: simd-json's tape of the whole value. Whether it was a JSON object, or
+    /// `None` when the `source` key was never extracted.
+    fn parse_with_tape(&self, w: &mut Work) -> Option<bool> {
+        let len = w.load_json_input(self.source.as_deref())?;
         let from_line = self.source.is_none();
         let (json, mut sink, line) = w.json_parts();
         let input_ptr = json.input.as_ptr() as usize;
@@ -268,19 +365,33 @@ impl JsonStage {
             }
         }
         json.tape = Some(tape.reset());
-        if ok {
-            return Flow::Continue;
-        }
-        match &self.drop_malformed {
-            Some((dropped, counter)) => {
-                counter.inc();
-                Flow::Drop(dropped.clone())
-            }
-            None => {
-                info.error(|| "not a JSON object".into());
-                Flow::Continue
-            }
-        }
+        Some(ok)
+    }
+}
+
+/// Where the fast path files a value: under the member's own key, or an expression's name.
+enum Target<'a> {
+    Key(&'a [u8]),
+    Expr(ConfigStr),
+}
+
+/// How simd-json's value of a number prints.
+enum NumberText<'a> {
+    /// An integer prints as written (`-0` as `0`).
+    AsWritten(&'a [u8]),
+    Float(f64),
+}
+
+/// The text the tape path would give a (valid, in-range) number, or `None` for an integer too
+/// long to be sure of without parsing it as simd-json does.
+fn number_text(text: &[u8]) -> Option<NumberText<'_>> {
+    if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return std::str::from_utf8(text).ok()?.parse().ok().map(NumberText::Float);
+    }
+    match text {
+        b"-0" => Some(NumberText::AsWritten(b"0")),
+        _ if text.len() <= 18 => Some(NumberText::AsWritten(text)),
+        _ => None,
     }
 }
 
@@ -415,6 +526,95 @@ mod tests {
         );
         for bad in ["", "a.", "a[x]", "a[?b==1]", "length(a)", "a || b", "a.*"] {
             assert!(parse_json_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn stage(exprs: &[&str]) -> JsonStage {
+        let exprs =
+            exprs.iter().map(|e| JsonExpr { name: ConfigStr::new(e), path: parse_json_path(e).unwrap() }).collect();
+        JsonStage::new(None, exprs, None)
+    }
+
+    fn work(line: &str) -> Work {
+        let entry = crate::event::LogEntry::new(
+            0,
+            bytes::Bytes::copy_from_slice(line.as_bytes()),
+            crate::event::LabelSet::empty(),
+        );
+        Work::new(entry, "test".into())
+    }
+
+    /// What the fast path and the tape make of `line`: (was an object, extracted list), or
+    /// `None` for the fast path when it hands the line to the tape.
+    type Outcome = (bool, Vec<(Vec<u8>, Vec<u8>, Option<u32>)>);
+
+    fn both_paths(stage: &JsonStage, line: &str) -> (Option<Outcome>, Outcome) {
+        let mut fast = work(line);
+        let walked = stage.walk_line(&mut fast).map(|ok| (ok, fast.extracted_list()));
+        let mut tape = work(line);
+        let parsed = stage.parse_with_tape(&mut tape).unwrap();
+        (walked, (parsed, tape.extracted_list()))
+    }
+
+    #[test]
+    fn the_fast_path_extracts_what_the_tape_does() {
+        let wanted = stage(&["a", "n", "b", "z", "missing"]);
+        let every = stage(&[]);
+        for line in [
+            r#"{"a":"x\"y","n":-0,"b":true,"z":null,"other":{"a":1}}"#,
+            r#"{"n":12.50,"a":"\u00e9\ud83d\ude00","b":false}"#,
+            r#"{"n":1e2,"a":"plain"}"#,
+            r#"{"n":-0.0}"#,
+            r#"{"n":123456789012345678,"a":"dup","a":"second"}"#,
+            r#"  {"a" : "spaced" , "n" : 5 }  "#,
+            r#"{"a":"x"} trailing"#,
+            r#"[1,2]"#,
+        ] {
+            let (walked, taped) = both_paths(&wanted, line);
+            assert_eq!(walked, Some(taped), "{line}");
+            // Every key wanted: a nested value is the tape's to print.
+            let (walked, taped) = both_paths(&every, line);
+            if line.contains(r#"{"a":1}"#) {
+                assert_eq!(walked, None);
+            } else {
+                assert_eq!(walked, Some(taped), "{line}");
+            }
+        }
+        // Lines the fast path leaves to the tape.
+        for (stage, line) in [
+            (&wanted, r#"{"a":{"b":1}}"#),
+            (&wanted, r#"{"n":1234567890123456789}"#),
+            (&wanted, r#"{"\u0061":"escaped key"}"#),
+            (&every, r#"{"o":[1]}"#),
+        ] {
+            assert_eq!(both_paths(stage, line).0, None, "{line}");
+        }
+        let nested = stage(&["a.b"]);
+        assert_eq!(both_paths(&nested, r#"{"a":{"b":"deep"}}"#).0, None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_and_tape_paths_agree(
+            members in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["a", "n", "b", "z", "x\\\"y", "\\u0061"]),
+                    proptest::sample::select(vec![
+                        "\"v\"", "\"\\\"q\\\"\"", "\"\\u00e9\"", "0", "-0", "17", "-3.25", "1e-3", "2.5E+3", "-0.0",
+                        "18446744073709551615", "9223372036854775808", "1e400", "true", "false", "null", "[]", "{\"a\":[1]}",
+                        "\"\\ud800\"", "01",
+                    ]),
+                ),
+                0..6,
+            ),
+            exprs in proptest::sample::subsequence(vec!["a", "n", "b", "z"], 0..4),
+        ) {
+            let line = format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","));
+            let stage = stage(&exprs);
+            let (walked, taped) = both_paths(&stage, &line);
+            if let Some(walked) = walked {
+                proptest::prop_assert_eq!(walked, taped, "{}", line);
+            }
         }
     }
 

@@ -201,6 +201,15 @@ impl Work {
         &self.buf[span.start as usize..span.end as usize]
     }
 
+    /// Every extracted (key, value, offset in the line), oldest first.
+    #[cfg(test)]
+    pub(crate) fn extracted_list(&self) -> Vec<(Vec<u8>, Vec<u8>, Option<u32>)> {
+        self.extracted
+            .iter()
+            .map(|e| (self.name_str(&e.key).to_vec(), self.bytes(e.value).to_vec(), e.origin))
+            .collect()
+    }
+
     fn name_str<'a>(&'a self, name: &'a Name) -> &'a [u8] {
         name_bytes(&self.buf, name)
     }
