@@ -35,7 +35,10 @@ stages:
 
 
 class NullLoki(http.server.BaseHTTPRequestHandler):
-    """Accepts every push: reads the body and answers 204."""
+    """Accepts every push: reads the body and answers 204, keeping the connection open as Loki
+    does (HTTP/1.1), so that sluice's cost does not include a TCP connect per push."""
+
+    protocol_version = "HTTP/1.1"
 
     pushes = 0
     body_bytes = 0

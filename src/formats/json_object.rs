@@ -12,7 +12,7 @@
 //! simd-json builds a tape of every value and unescapes every string first; walking the text
 //! once and slicing out the wanted values costs a third of that (criterion `end_to_end`).
 
-use super::json_string::{escapes_valid, scan_string};
+use super::json_string::{escapes_valid, quote_or_backslash_mask, scan_string};
 
 /// simd-json's default limit on nested objects and arrays (the top-level object included).
 const MAX_DEPTH: usize = 1024;
@@ -45,10 +45,35 @@ pub struct RawKey<'a> {
 /// Calls `f` for each top-level member of `text`, in order, and returns whether the whole of
 /// `text` is a valid JSON object (surrounding whitespace allowed). See the module's contract.
 pub fn members<'a>(text: &'a [u8], mut f: impl FnMut(RawKey<'a>, RawValue<'a>)) -> bool {
-    simdutf8::basic::from_utf8(text).is_ok() && walk(&mut Cursor { text, i: 0 }, &mut f).is_some()
+    if simdutf8::basic::from_utf8(text).is_err() {
+        return false;
+    }
+    let mut specials = [0u64; SPECIALS_WORDS];
+    let mapped = text.len() <= SPECIALS_WORDS * 64;
+    if mapped {
+        map_specials(text, &mut specials);
+    }
+    walk(&mut Cursor { text, i: 0, specials: mapped.then_some(&specials) }, &mut f).is_some()
 }
 
-fn walk<'a>(c: &mut Cursor<'a>, f: &mut impl FnMut(RawKey<'a>, RawValue<'a>)) -> Option<()> {
+/// Texts up to this many 64-byte words long get a map of their quotes and backslashes (on the
+/// stack); longer ones, rare, are scanned string by string.
+const SPECIALS_WORDS: usize = 32;
+
+/// Bit `k % 64` of word `k / 64` is set where `text[k]` is a quote or a backslash.
+fn map_specials(text: &[u8], words: &mut [u64; SPECIALS_WORDS]) {
+    let (chunks, tail) = text.as_chunks::<64>();
+    for (word, chunk) in words.iter_mut().zip(chunks) {
+        *word = quote_or_backslash_mask(chunk);
+    }
+    if !tail.is_empty() {
+        let mut last = [0u8; 64];
+        last[..tail.len()].copy_from_slice(tail);
+        words[chunks.len()] = quote_or_backslash_mask(&last);
+    }
+}
+
+fn walk<'a>(c: &mut Cursor<'a, '_>, f: &mut impl FnMut(RawKey<'a>, RawValue<'a>)) -> Option<()> {
     c.ws();
     c.expect(b'{')?;
     c.ws();
@@ -71,12 +96,14 @@ fn walk<'a>(c: &mut Cursor<'a>, f: &mut impl FnMut(RawKey<'a>, RawValue<'a>)) ->
     (c.i == c.text.len()).then_some(())
 }
 
-struct Cursor<'a> {
+struct Cursor<'a, 'm> {
     text: &'a [u8],
     i: usize,
+    /// The map of quotes and backslashes ([`map_specials`]), when the text is short enough.
+    specials: Option<&'m [u64; SPECIALS_WORDS]>,
 }
 
-impl<'a> Cursor<'a> {
+impl<'a> Cursor<'a, '_> {
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.text.get(self.i).copied()
@@ -106,7 +133,10 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<(&'a [u8], usize, bool)> {
         self.expect(b'"')?;
         let start = self.i;
-        let (end, escaped) = scan_string(self.text, start)?;
+        let (end, escaped) = match self.specials {
+            Some(specials) => string_end(self.text, specials, start)?,
+            None => scan_string(self.text, start)?,
+        };
         let content = &self.text[start..end];
         if escaped && !escapes_valid(content) {
             return None;
@@ -274,6 +304,29 @@ impl<'a> Cursor<'a> {
             }
         }
     }
+}
+
+/// [`scan_string`] through the map of quotes and backslashes: the index of the closing quote of
+/// the string whose content starts at `start`, and whether the content holds escapes.
+#[inline(always)]
+fn string_end(text: &[u8], specials: &[u64; SPECIALS_WORDS], start: usize) -> Option<(usize, bool)> {
+    let mut i = start;
+    let mut escaped = false;
+    while i < text.len() {
+        let word = specials[i / 64] >> (i % 64);
+        if word == 0 {
+            i = (i / 64 + 1) * 64;
+            continue;
+        }
+        let at = i + word.trailing_zeros() as usize;
+        // Bytes past the text's end are zero in the map: `at` is inside the text.
+        if text[at] == b'"' {
+            return Some((at, escaped));
+        }
+        escaped = true;
+        i = at + 2;
+    }
+    None
 }
 
 /// Whether a long number (the rare case) is in simd-json's range; see [`Cursor::number`].
@@ -457,6 +510,35 @@ mod tests {
         #[test]
         fn accepts_what_simd_json_accepts(text in prop_oneof![jsonish(), object_like()]) {
             prop_assert_eq!(members(text.as_bytes(), |_, _| {}), simd_json_object(text.as_bytes()), "{:?}", text);
+        }
+
+        /// Strings found through the map (at every offset around its 64-byte words) and, past
+        /// its size, string by string, give back what was escaped.
+        #[test]
+        fn strings_come_back_whole(
+            values in prop::collection::vec("[a-z\"\\\\\n\u{e9}]{0,70}", 1..6),
+            indent in prop_oneof![0usize..130, 2000usize..2100],
+        ) {
+            let mut text = " ".repeat(indent).into_bytes();
+            text.push(b'{');
+            for (k, v) in values.iter().enumerate() {
+                if k > 0 {
+                    text.push(b',');
+                }
+                text.extend_from_slice(format!("\"k{k}\":").as_bytes());
+                crate::formats::json_string::escape_into(v.as_bytes(), &mut text);
+            }
+            text.push(b'}');
+            let mut got = Vec::new();
+            let object = members(&text, |key, value| {
+                let RawValue::String { content, .. } = value else { panic!("{value:?}") };
+                let mut out = Vec::new();
+                crate::formats::json_string::unescape_into(content, &mut out).unwrap();
+                got.push((String::from_utf8(key.content.to_vec()).unwrap(), String::from_utf8(out).unwrap()));
+            });
+            prop_assert!(object);
+            let expected: Vec<(String, String)> = values.iter().enumerate().map(|(k, v)| (format!("k{k}"), v.clone())).collect();
+            prop_assert_eq!(got, expected);
         }
 
         #[test]

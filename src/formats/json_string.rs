@@ -115,6 +115,18 @@ pub fn unescape_string<B: ByteSink>(input: &[u8], start: usize, out: &mut B) -> 
 /// The block size of [`unescape_string`].
 const BLOCK: usize = 16;
 
+/// Bit `k` is set where `chunk[k]` is a quote or a backslash: the map a scanner of a whole text
+/// builds once, so that finding the end of each string is a bit search.
+#[inline]
+pub fn quote_or_backslash_mask(chunk: &[u8; 64]) -> u64 {
+    let mut mask = 0;
+    for (k, block) in chunk.as_chunks::<BLOCK>().0.iter().enumerate() {
+        let (backslashes, quotes) = special_masks(block);
+        mask |= u64::from(backslashes | quotes) << (k * BLOCK);
+    }
+    mask
+}
+
 /// Bit `k` of the first mask is set where `block[k]` is a backslash, of the second where it is
 /// a quote.
 #[cfg(target_arch = "x86_64")]

@@ -460,7 +460,10 @@ impl Reader<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let entries = std::mem::take(&mut self.pending);
+        // The next batch starts with room for as many lines as this one had: a busy file
+        // fills it without growing it, an idle one holds little.
+        let capacity = self.pending.len();
+        let entries = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
         self.pending_bytes = 0;
         let seq = self.t.checkpoints.lock().push(self.complete);
         let tailed = Arc::clone(&self.t);
