@@ -62,14 +62,16 @@ const SPECIALS_WORDS: usize = 32;
 
 /// Bit `k % 64` of word `k / 64` is set where `text[k]` is a quote or a backslash.
 fn map_specials(text: &[u8], words: &mut [u64; SPECIALS_WORDS]) {
-    let (chunks, tail) = text.as_chunks::<64>();
+    let chunks = text.chunks_exact(64);
+    let tail = chunks.remainder();
+    let full = chunks.len();
     for (word, chunk) in words.iter_mut().zip(chunks) {
-        *word = quote_or_backslash_mask(chunk);
+        *word = quote_or_backslash_mask(chunk.try_into().expect("chunks_exact gives 64 bytes"));
     }
     if !tail.is_empty() {
         let mut last = [0u8; 64];
         last[..tail.len()].copy_from_slice(tail);
-        words[chunks.len()] = quote_or_backslash_mask(&last);
+        words[full] = quote_or_backslash_mask(&last);
     }
 }
 

@@ -120,8 +120,8 @@ const BLOCK: usize = 16;
 #[inline]
 pub fn quote_or_backslash_mask(chunk: &[u8; 64]) -> u64 {
     let mut mask = 0;
-    for (k, block) in chunk.as_chunks::<BLOCK>().0.iter().enumerate() {
-        let (backslashes, quotes) = special_masks(block);
+    for (k, block) in chunk.chunks_exact(BLOCK).enumerate() {
+        let (backslashes, quotes) = special_masks(block.try_into().expect("chunks_exact gives BLOCK bytes"));
         mask |= u64::from(backslashes | quotes) << (k * BLOCK);
     }
     mask
