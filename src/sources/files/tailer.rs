@@ -460,10 +460,7 @@ impl Reader<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        // The next batch starts with room for as many lines as this one had: a busy file
-        // fills it without growing it, an idle one holds little.
-        let capacity = self.pending.len();
-        let entries = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
+        let entries = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let seq = self.t.checkpoints.lock().push(self.complete);
         let tailed = Arc::clone(&self.t);
