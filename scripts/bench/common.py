@@ -18,8 +18,11 @@ from pathlib import Path
 # --- null Loki ---------------------------------------------------------------------------------
 
 class NullLoki(http.server.BaseHTTPRequestHandler):
-    """Accepts every push: reads the body and answers 204. With `keep` set (a binary file
+    """Accepts every push: reads the body and answers 204, keeping the connection open as Loki
+    does (HTTP/1.1: no TCP connect per push in sluice's CPU). With `keep` set (a binary file
     object), every body is appended to it, length-prefixed, for decoding after the run."""
+
+    protocol_version = "HTTP/1.1"
 
     pushes = 0
     body_bytes = 0

@@ -13,7 +13,6 @@ With --files N the workload's lines are dealt round-robin into N files (kept in 
 all followed at once: the cost of many open files, and the memory they hold.
 """
 import argparse
-import http.server
 import os
 import re
 import signal
@@ -26,33 +25,14 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import NullLoki, start_null_loki  # noqa: E402
 PIPELINE = """\
 stages:
   - json:
       expressions: {level: level, service: service}
   - labels: {level: , service: }
 """
-
-
-class NullLoki(http.server.BaseHTTPRequestHandler):
-    """Accepts every push: reads the body and answers 204, keeping the connection open as Loki
-    does (HTTP/1.1), so that sluice's cost does not include a TCP connect per push."""
-
-    protocol_version = "HTTP/1.1"
-
-    pushes = 0
-    body_bytes = 0
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        length = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(length)
-        NullLoki.pushes += 1
-        NullLoki.body_bytes += length
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 def metric_sum(text: str, name: str) -> float:
@@ -110,8 +90,7 @@ def main() -> int:
     if args.files > 1:
         include = str(split(workload, args.files)) + "/*.log"
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NullLoki)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_null_loki()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
