@@ -271,24 +271,23 @@ impl JsonStage {
             return None;
         }
         let (_, mut sink, line) = w.json_parts();
-        let mut found: SmallVec<[(Target<'_>, RawValue<'_>); 16]> = SmallVec::new();
+        let mut found: SmallVec<[(Target<'_>, Found<'_>); 16]> = SmallVec::new();
         let mut needs_tape = false;
         let object = json_object::members(line, |key, value| {
             if key.escaped || needs_tape {
                 needs_tape = true;
                 return;
             }
-            let wanted = |value: RawValue<'_>| match value {
-                RawValue::Nested => false,
-                RawValue::Number(text) => number_text(text).is_some(),
-                _ => true,
-            };
             if self.exprs.is_empty() {
-                needs_tape = !wanted(value);
-                found.push((Target::Key(key.content), value));
+                match Found::from_raw(value) {
+                    Some(value) => found.push((Target::Key(key.content), value)),
+                    None => needs_tape = true,
+                }
             } else if let Some((_, indexes)) = self.by_first_key.iter().find(|(k, _)| k.as_bytes() == key.content) {
-                needs_tape = !wanted(value);
-                found.extend(indexes.iter().map(|&e| (Target::Expr(self.exprs[e].name), value)));
+                match Found::from_raw(value) {
+                    Some(value) => found.extend(indexes.iter().map(|&e| (Target::Expr(self.exprs[e].name), value))),
+                    None => needs_tape = true,
+                }
             }
         });
         if !object {
@@ -303,22 +302,18 @@ impl JsonStage {
                 Target::Expr(name) => Name::Static(name),
             };
             match value {
-                RawValue::String { content, at, escaped: false } => {
+                Found::Verbatim { content, at } => {
                     sink.value_with(name, Some(at as u32), |buf| buf.extend_from_slice(content))
                 }
-                RawValue::String { content, escaped: true, .. } => sink.value_with(name, None, |buf| {
+                Found::Escaped(content) => sink.value_with(name, None, |buf| {
                     // The walk checked every escape: this cannot fail.
                     let _ = unescape_into(content, buf);
                 }),
-                RawValue::Number(text) => match number_text(text) {
-                    Some(NumberText::AsWritten(text)) => sink.value_with(name, None, |buf| buf.extend_from_slice(text)),
-                    Some(NumberText::Float(v)) => sink.value_with(name, None, |buf| {
-                        let _ = write!(buf, "{v}");
-                    }),
-                    None => {}
-                },
-                RawValue::Bool(b) => sink.value_with(name, None, |buf| write_static(StaticNode::Bool(b), buf)),
-                RawValue::Null | RawValue::Nested => {}
+                Found::Text(text) => sink.value_with(name, None, |buf| buf.extend_from_slice(text)),
+                Found::Float(v) => sink.value_with(name, None, |buf| {
+                    let _ = write!(buf, "{v}");
+                }),
+                Found::Null => {}
             }
         }
         Some(true)
@@ -375,23 +370,38 @@ enum Target<'a> {
     Expr(ConfigStr),
 }
 
-/// How simd-json's value of a number prints.
-enum NumberText<'a> {
-    /// An integer prints as written (`-0` as `0`).
-    AsWritten(&'a [u8]),
+/// A wanted value as the fast path records it: what the tape path would record for it.
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    /// String content without escapes, at this offset in the line.
+    Verbatim { content: &'a [u8], at: usize },
+    /// String content with (checked) escapes.
+    Escaped(&'a [u8]),
+    /// Text recorded as it is: an integer as written (`-0` as `0`), `true`, `false`.
+    Text(&'a [u8]),
+    /// A number with a fraction or an exponent: printed from its `f64`, as simd-json's is.
     Float(f64),
+    /// `null`: not recorded (as in Promtail).
+    Null,
 }
 
-/// The text the tape path would give a (valid, in-range) number, or `None` for an integer too
-/// long to be sure of without parsing it as simd-json does.
-fn number_text(text: &[u8]) -> Option<NumberText<'_>> {
-    if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
-        return std::str::from_utf8(text).ok()?.parse().ok().map(NumberText::Float);
-    }
-    match text {
-        b"-0" => Some(NumberText::AsWritten(b"0")),
-        _ if text.len() <= 18 => Some(NumberText::AsWritten(text)),
-        _ => None,
+impl<'a> Found<'a> {
+    /// `None` when only the tape can say: an object or an array, or an integer too long to be
+    /// sure of without parsing it as simd-json does.
+    fn from_raw(value: RawValue<'a>) -> Option<Self> {
+        Some(match value {
+            RawValue::String { content, at, escaped: false } => Found::Verbatim { content, at },
+            RawValue::String { content, escaped: true, .. } => Found::Escaped(content),
+            RawValue::Number(text) if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
+                Found::Float(std::str::from_utf8(text).ok()?.parse().ok()?)
+            }
+            RawValue::Number(b"-0") => Found::Text(b"0"),
+            RawValue::Number(text) if text.len() <= 18 => Found::Text(text),
+            RawValue::Bool(true) => Found::Text(b"true"),
+            RawValue::Bool(false) => Found::Text(b"false"),
+            RawValue::Null => Found::Null,
+            RawValue::Number(_) | RawValue::Nested => return None,
+        })
     }
 }
 
