@@ -10,6 +10,11 @@ use crate::formats::cri::parse_cri;
 use crate::formats::docker_json::parse_envelope_into;
 use bytes::{Bytes, BytesMut};
 
+/// The sizes of the chunks that json-file lines are unescaped into: a file read line by line
+/// gets small ones (each line in flight pins its chunk), a busy file doubles up to the largest.
+const SCRATCH_CHUNK_MIN: usize = 1024;
+const SCRATCH_CHUNK_MAX: usize = 4 * 1024;
+
 /// One entry's worth of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
@@ -33,6 +38,8 @@ pub struct Decoder {
     partial: Option<Partial>,
     max_line: usize,
     scratch: BytesMut,
+    /// The size of the next chunk of `scratch`.
+    scratch_chunk: usize,
 }
 
 fn detect(line: &[u8]) -> FileFormat {
@@ -47,7 +54,7 @@ fn detect(line: &[u8]) -> FileFormat {
 
 impl Decoder {
     pub fn new(format: FileFormat, max_line: usize) -> Decoder {
-        Decoder { format, partial: None, max_line, scratch: BytesMut::new() }
+        Decoder { format, partial: None, max_line, scratch: BytesMut::new(), scratch_chunk: SCRATCH_CHUNK_MIN }
     }
 
     /// The format in use (`Auto` until the first line).
@@ -121,7 +128,22 @@ impl Decoder {
         })
     }
 
+    /// The file has nothing more for now: the unused room of the current chunk is let go (an
+    /// idle file holds none) and the next chunk starts small.
+    pub fn idle(&mut self) {
+        self.scratch = BytesMut::new();
+        self.scratch_chunk = SCRATCH_CHUNK_MIN;
+    }
+
     fn docker(&mut self, line: Bytes) -> Option<Decoded> {
+        // Room for the unescaped content (never longer than the line) and the unescaper's
+        // block of slack, in a chunk that many lines share: one allocation per chunk, not one
+        // per line (an empty `scratch` after a split would allocate for every line).
+        let room = line.len() + 64;
+        if self.scratch.capacity() - self.scratch.len() < room {
+            self.scratch.reserve(room.max(self.scratch_chunk));
+            self.scratch_chunk = (self.scratch_chunk * 2).min(SCRATCH_CHUNK_MAX);
+        }
         let start = self.scratch.len();
         let env = match parse_envelope_into(&line, &mut self.scratch) {
             Ok(env) => env,
@@ -177,6 +199,22 @@ mod tests {
         assert_eq!(format, FileFormat::Docker);
         assert_eq!(&out[0].content[..], b"first half second half");
         assert_eq!(&out[1].content[..], br#"whole "quoted""#);
+    }
+
+    #[test]
+    fn docker_lines_share_a_chunk_until_the_file_goes_idle() {
+        let mut d = Decoder::new(FileFormat::Docker, 1 << 20);
+        let line = |text: &str| {
+            Bytes::from(format!(r#"{{"log":"{text}\n","stream":"stdout","time":"2024-05-06T07:08:09Z"}}"#))
+        };
+        let first = d.decode(line(r#"{\"a\":1}"#)).unwrap().content;
+        let second = d.decode(line("plain")).unwrap().content;
+        assert_eq!((&first[..], &second[..]), (&br#"{"a":1}"#[..], &b"plain"[..]));
+        // One allocation for both: the second line starts where the first ends.
+        assert_eq!(second.as_ptr(), first.as_ptr().wrapping_add(first.len()));
+        d.idle();
+        assert_eq!(d.scratch.capacity(), 0, "an idle file holds no room");
+        assert_eq!(&d.decode(line("after")).unwrap().content[..], b"after");
     }
 
     #[test]

@@ -307,6 +307,7 @@ impl Reader<'_> {
             // holds no batch (1,000 files reaching their ends at once each held one, 460 MiB).
             self.send().await?;
             self.slot = None;
+            self.decoder.idle();
             return Ok(false);
         }
         if n == want && self.chunk < MAX_CHUNK {
