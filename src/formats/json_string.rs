@@ -239,14 +239,23 @@ fn special_at(content: &[u8], i: usize, buf: &mut [u8], o: usize) -> Option<Spec
         }
         Some(b'n') if content.get(i + 2) == Some(&b'"') => Some(Special::End { end: i + 2, trailing_newline: true }),
         _ => {
-            let (ch, next) = decode_escape(content, i)?;
+            let (ch, next) = decode_escape(content, i, LoneSurrogate::Replace)?;
             Some(Special::Escape { next, written: ch.encode_utf8(buf.get_mut(o..o + 4)?).len() })
         }
     }
 }
 
+/// What [`decode_escape`] makes of a `\u` surrogate that is not half of a pair.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LoneSurrogate {
+    /// U+FFFD, as Go's decoder does (the unescapers).
+    Replace,
+    /// An invalid escape, as simd-json has it (the validator standing for it).
+    Refuse,
+}
+
 /// Decodes the escape sequence at `i` (a backslash): the character and the index after it.
-fn decode_escape(raw: &[u8], i: usize) -> Option<(char, usize)> {
+fn decode_escape(raw: &[u8], i: usize, lone: LoneSurrogate) -> Option<(char, usize)> {
     let c = *raw.get(i + 1)?;
     let mut next = i + 2;
     let ch = match c {
@@ -268,9 +277,13 @@ fn decode_escape(raw: &[u8], i: usize) -> Option<(char, usize)> {
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
                         next += 6;
                     }
+                    _ if lone == LoneSurrogate::Refuse => return None,
                     _ => code = 0xFFFD,
                 }
             } else if (0xDC00..0xE000).contains(&code) {
+                if lone == LoneSurrogate::Refuse {
+                    return None;
+                }
                 code = 0xFFFD;
             }
             char::from_u32(code).unwrap_or('\u{FFFD}')
@@ -299,7 +312,7 @@ pub fn unescape_into<B: bytes::BufMut>(raw: &[u8], out: &mut B) -> Option<()> {
             return Some(());
         };
         out.put_slice(&raw[i..i + rel]);
-        let (ch, next) = decode_escape(raw, i + rel)?;
+        let (ch, next) = decode_escape(raw, i + rel, LoneSurrogate::Replace)?;
         out.put_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
         i = next;
     }
@@ -313,25 +326,9 @@ pub fn unescape_into<B: bytes::BufMut>(raw: &[u8], out: &mut B) -> Option<()> {
 pub fn escapes_valid(raw: &[u8]) -> bool {
     let mut i = 0;
     while let Some(rel) = memchr::memchr(b'\\', &raw[i..]) {
-        i += rel;
-        let Some(&c) = raw.get(i + 1) else { return false };
-        i += 2;
-        match c {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-            b'u' => {
-                let Some(code) = raw.get(i..).and_then(hex4) else { return false };
-                i += 4;
-                if (0xD800..0xDC00).contains(&code) {
-                    let low = (raw.get(i..i + 2) == Some(b"\\u")).then(|| raw.get(i + 2..).and_then(hex4)).flatten();
-                    if !low.is_some_and(|low| (0xDC00..0xE000).contains(&low)) {
-                        return false;
-                    }
-                    i += 6;
-                } else if (0xDC00..0xE000).contains(&code) {
-                    return false;
-                }
-            }
-            _ => return false,
+        match decode_escape(raw, i + rel, LoneSurrogate::Refuse) {
+            Some((_, next)) => i = next,
+            None => return false,
         }
     }
     true
