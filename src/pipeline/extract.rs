@@ -524,6 +524,7 @@ impl RegexStage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::work::test_work;
     use super::*;
 
     #[test]
@@ -545,23 +546,14 @@ mod tests {
         JsonStage::new(None, exprs, None)
     }
 
-    fn work(line: &str) -> Work {
-        let entry = crate::event::LogEntry::new(
-            0,
-            bytes::Bytes::copy_from_slice(line.as_bytes()),
-            crate::event::LabelSet::empty(),
-        );
-        Work::new(entry, "test".into())
-    }
-
     /// What the fast path and the tape make of `line`: (was an object, extracted list), or
     /// `None` for the fast path when it hands the line to the tape.
     type Outcome = (bool, Vec<(Vec<u8>, Vec<u8>, Option<u32>)>);
 
     fn both_paths(stage: &JsonStage, line: &str) -> (Option<Outcome>, Outcome) {
-        let mut fast = work(line);
+        let mut fast = test_work(line);
         let walked = stage.walk_line(&mut fast).map(|ok| (ok, fast.extracted_list()));
-        let mut tape = work(line);
+        let mut tape = test_work(line);
         let parsed = stage.parse_with_tape(&mut tape).unwrap();
         (walked, (parsed, tape.extracted_list()))
     }

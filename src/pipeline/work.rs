@@ -388,20 +388,22 @@ pub fn labels_of(pairs: &[(String, String)]) -> LabelSet {
     LabelSet::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
 }
 
+/// A working entry for `line`, labelled {job="app", stream="stdout"}, from source `src`.
+#[cfg(test)]
+pub(crate) fn test_work(line: &str) -> Work {
+    let labels = LabelSet::from_pairs([("job", "app"), ("stream", "stdout")]);
+    Work::new(LogEntry::new(1, Bytes::copy_from_slice(line.as_bytes()), labels), Arc::from("src"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{LabelInterner, LabelLimits};
     use crate::telemetry::metrics::LabelMetrics;
 
-    fn work(line: &str) -> Work {
-        let labels = LabelSet::from_pairs([("job", "app"), ("stream", "stdout")]);
-        Work::new(LogEntry::new(1, Bytes::copy_from_slice(line.as_bytes()), labels), Arc::from("src"))
-    }
-
     #[test]
     fn extracted_values_newest_wins_and_share_the_line() {
-        let mut w = work("level=info msg=hi");
+        let mut w = test_work("level=info msg=hi");
         let v = w.push_bytes(b"info");
         w.extract(Name::Static(ConfigStr::new("level")), v, Some(6));
         assert_eq!(w.extracted("level"), Some(&b"info"[..]));
@@ -417,7 +419,7 @@ mod tests {
 
     #[test]
     fn label_ops_apply_in_order() {
-        let mut w = work("x");
+        let mut w = test_work("x");
         let v = w.push_bytes(b"gateway");
         w.push_label_op(LabelOp::Set(Name::Static(ConfigStr::new("service")), Value::Buf(v)));
         w.push_label_op(LabelOp::Remove(ConfigStr::new("stream")));
