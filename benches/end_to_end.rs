@@ -143,18 +143,18 @@ fn bench(c: &mut Criterion) {
 /// Appends to 1 MiB batches and encodes each: what the Loki sink does per batch.
 fn encode(entries: Vec<LogEntry>, encoder: &mut PushEncoder) -> usize {
     let mut total = 0;
-    let mut batch = PendingBatch::new();
+    let mut batch = PendingBatch::new(true);
     let flush = |batch: PendingBatch, encoder: &mut PushEncoder| {
         let (streams, ..) = batch.into_streams();
         let labels: Vec<&str> = streams.iter().map(|s| s.labels.rendered()).collect();
         let refs: Vec<StreamRef<'_>> =
             streams.iter().zip(&labels).map(|(s, l)| StreamRef { labels: l, entries: &s.entries }).collect();
-        encoder.encode(&refs, true).len()
+        encoder.encode(&refs).len()
     };
     for e in entries {
         batch.add(e);
         if batch.bytes >= 1 << 20 {
-            total += flush(std::mem::take(&mut batch), encoder);
+            total += flush(batch.take(), encoder);
         }
     }
     total + flush(batch, encoder)

@@ -1,9 +1,12 @@
 //! Loki push requests, encoded by hand: protobuf (`logproto.PushRequest`) then snappy block
-//! compression, both into buffers reused from one request to the next.
+//! compression.
 //!
-//! Writing the protobuf directly from the entries avoids building prost messages, which would
-//! copy every line into a `String`; the result is checked against the prost definitions in
-//! `proto::logproto` by the tests below.
+//! An entry is encoded when it joins a batch ([`put_entry`], into its stream's buffer), while its
+//! line is still in the cache from the pipeline, and the entry is let go there and then; a push
+//! then only frames each stream's buffer with its labels ([`PushEncoder`], into buffers reused
+//! from one request to the next). Writing the protobuf directly avoids building prost messages,
+//! which would copy every line into a `String`; the result is checked against the prost
+//! definitions in `proto::logproto` by the tests below.
 
 use crate::event::LogEntry;
 
@@ -63,77 +66,133 @@ fn entry_len(e: &LogEntry, metadata: bool) -> usize {
     len
 }
 
-/// One stream of a push: its label string and its entries, in timestamp order.
+/// Appends one entry as the protobuf field `StreamAdapter.entries` (tag, length, `EntryAdapter`).
+/// A stream's entries appended one after the other are the body of [`StreamRef::entries`].
+pub fn put_entry(out: &mut Vec<u8>, e: &LogEntry, metadata: bool) {
+    let len = entry_len(e, metadata);
+    out.reserve(delimited_len(len));
+    out.push(0x12);
+    put_varint(out, len as u64);
+    let (s, n) = split_timestamp(e.timestamp);
+    // The timestamp comes first, always (even when zero): `encoded_entries` relies on it.
+    out.push(0x0a);
+    put_varint(out, timestamp_len(s, n) as u64);
+    if s != 0 {
+        out.push(0x08);
+        put_varint(out, s as u64);
+    }
+    if n != 0 {
+        out.push(0x10);
+        put_varint(out, n as i64 as u64);
+    }
+    put_bytes(out, 0x12, &e.line);
+    if metadata {
+        for (name, value) in e.metadata.iter() {
+            out.push(0x1a);
+            let pair = delimited_len(name.len()) + if value.is_empty() { 0 } else { delimited_len(value.len()) };
+            put_varint(out, pair as u64);
+            put_bytes(out, 0x0a, name.as_bytes());
+            if !value.is_empty() {
+                put_bytes(out, 0x12, value);
+            }
+        }
+    }
+}
+
+/// An entry written by [`put_entry`]: its timestamp and where its field lies in the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEntry {
+    pub timestamp: i64,
+    pub range: std::ops::Range<usize>,
+}
+
+/// Reads back the entries [`put_entry`] wrote, in order. `None` if `buf` holds anything else
+/// (it never does: only `put_entry` writes these buffers).
+pub fn encoded_entries(buf: &[u8]) -> Option<Vec<EncodedEntry>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let start = at;
+        if buf[at] != 0x12 {
+            return None;
+        }
+        at += 1;
+        let len = usize::try_from(get_varint(buf, &mut at)?).ok()?;
+        let end = at.checked_add(len).filter(|&end| end <= buf.len())?;
+        // The timestamp field, first in every entry.
+        if buf.get(at) != Some(&0x0a) {
+            return None;
+        }
+        at += 1;
+        let ts_end = usize::try_from(get_varint(buf, &mut at)?).ok()?.checked_add(at)?;
+        let (mut seconds, mut nanos) = (0i64, 0i64);
+        while at < ts_end {
+            let tag = buf[at];
+            at += 1;
+            let value = get_varint(buf, &mut at)?;
+            match tag {
+                0x08 => seconds = value as i64,
+                0x10 => nanos = value as i64,
+                _ => return None,
+            }
+        }
+        let timestamp = i64::try_from(i128::from(seconds) * 1_000_000_000 + i128::from(nanos)).ok()?;
+        out.push(EncodedEntry { timestamp, range: start..end });
+        at = end;
+    }
+    Some(out)
+}
+
+fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// One stream of a push: its label string and its entries as [`put_entry`] wrote them.
 pub struct StreamRef<'a> {
     pub labels: &'a str,
-    pub entries: &'a [LogEntry],
+    pub entries: &'a [u8],
 }
 
 /// Encodes and compresses push requests, reusing its buffers.
 pub struct PushEncoder {
     raw: Vec<u8>,
     compressed: Vec<u8>,
-    sizes: Vec<usize>,
     snappy: snap::raw::Encoder,
 }
 
 impl Default for PushEncoder {
     fn default() -> Self {
-        PushEncoder { raw: Vec::new(), compressed: Vec::new(), sizes: Vec::new(), snappy: snap::raw::Encoder::new() }
+        PushEncoder { raw: Vec::new(), compressed: Vec::new(), snappy: snap::raw::Encoder::new() }
     }
 }
 
 impl PushEncoder {
     /// The uncompressed protobuf of a push (kept until the next call).
-    pub fn encode_raw(&mut self, streams: &[StreamRef<'_>], metadata: bool) -> &[u8] {
+    pub fn encode_raw(&mut self, streams: &[StreamRef<'_>]) -> &[u8] {
         self.raw.clear();
+        let body_len = |s: &StreamRef<'_>| delimited_len(s.labels.len()) + s.entries.len();
+        self.raw.reserve(streams.iter().map(|s| delimited_len(body_len(s))).sum());
         for stream in streams {
-            self.sizes.clear();
-            let mut body = delimited_len(stream.labels.len());
-            for e in stream.entries {
-                let len = entry_len(e, metadata);
-                self.sizes.push(len);
-                body += delimited_len(len);
-            }
             self.raw.push(0x0a);
-            put_varint(&mut self.raw, body as u64);
+            put_varint(&mut self.raw, body_len(stream) as u64);
             put_bytes(&mut self.raw, 0x0a, stream.labels.as_bytes());
-            for (e, &len) in stream.entries.iter().zip(&self.sizes) {
-                let out = &mut self.raw;
-                out.push(0x12);
-                put_varint(out, len as u64);
-                let (s, n) = split_timestamp(e.timestamp);
-                out.push(0x0a);
-                put_varint(out, timestamp_len(s, n) as u64);
-                if s != 0 {
-                    out.push(0x08);
-                    put_varint(out, s as u64);
-                }
-                if n != 0 {
-                    out.push(0x10);
-                    put_varint(out, n as i64 as u64);
-                }
-                put_bytes(out, 0x12, &e.line);
-                if metadata {
-                    for (name, value) in e.metadata.iter() {
-                        out.push(0x1a);
-                        let pair =
-                            delimited_len(name.len()) + if value.is_empty() { 0 } else { delimited_len(value.len()) };
-                        put_varint(out, pair as u64);
-                        put_bytes(out, 0x0a, name.as_bytes());
-                        if !value.is_empty() {
-                            put_bytes(out, 0x12, value);
-                        }
-                    }
-                }
-            }
+            self.raw.extend_from_slice(stream.entries);
         }
         &self.raw
     }
 
     /// The snappy-compressed protobuf of a push (block format, as Loki expects).
-    pub fn encode(&mut self, streams: &[StreamRef<'_>], metadata: bool) -> &[u8] {
-        self.encode_raw(streams, metadata);
+    pub fn encode(&mut self, streams: &[StreamRef<'_>]) -> &[u8] {
+        self.encode_raw(streams);
         let max = snap::raw::max_compress_len(self.raw.len());
         if self.compressed.len() < max {
             self.compressed.resize(max, 0);
@@ -164,6 +223,15 @@ mod tests {
         e
     }
 
+    /// A stream's entries as the batch holds them.
+    fn encoded(entries: &[LogEntry], metadata: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            put_entry(&mut out, e, metadata);
+        }
+        out
+    }
+
     fn decode(body: &[u8]) -> logproto::PushRequest {
         let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
         logproto::PushRequest::decode(&raw[..]).unwrap()
@@ -176,10 +244,13 @@ mod tests {
             entry(1_714_979_290_000_000_000, b"", &[]),
         ];
         let b = [entry(-1, "ünïcode \u{0} line".as_bytes(), &[])];
-        let streams =
-            [StreamRef { labels: r#"{job="a"}"#, entries: &a }, StreamRef { labels: r#"{job="b"}"#, entries: &b }];
+        let (a_meta, b_meta) = (encoded(&a, true), encoded(&b, true));
+        let streams = [
+            StreamRef { labels: r#"{job="a"}"#, entries: &a_meta },
+            StreamRef { labels: r#"{job="b"}"#, entries: &b_meta },
+        ];
         let mut enc = PushEncoder::default();
-        let push = decode(enc.encode(&streams, true));
+        let push = decode(enc.encode(&streams));
         assert_eq!(push.streams.len(), 2);
         assert_eq!(push.streams[0].labels, r#"{job="a"}"#);
         let e0 = &push.streams[0].entries[0];
@@ -197,7 +268,8 @@ mod tests {
         );
         assert_eq!(push.streams[1].entries[0].timestamp, Some(logproto::Timestamp { seconds: -1, nanos: 999_999_999 }));
         // Without metadata (Loki 2.x), none is sent.
-        let push = decode(enc.encode(&streams, false));
+        let a_plain = encoded(&a, false);
+        let push = decode(enc.encode(&[StreamRef { labels: r#"{job="a"}"#, entries: &a_plain }]));
         assert!(push.streams[0].entries[0].structured_metadata.is_empty());
     }
 
@@ -205,7 +277,7 @@ mod tests {
     fn matches_prost_byte_for_byte() {
         let a = [entry(5_000_000_007, b"x", &[("k", "v")])];
         let mut enc = PushEncoder::default();
-        let ours = enc.encode_raw(&[StreamRef { labels: "{a=\"1\"}", entries: &a }], true).to_vec();
+        let ours = enc.encode_raw(&[StreamRef { labels: "{a=\"1\"}", entries: &encoded(&a, true) }]).to_vec();
         let theirs = logproto::PushRequest {
             streams: vec![logproto::StreamAdapter {
                 labels: "{a=\"1\"}".into(),
@@ -227,13 +299,18 @@ mod tests {
         fn round_trips(lines in proptest::collection::vec((any::<i64>(), proptest::collection::vec(any::<u8>(), 0..300)), 1..20)) {
             let entries: Vec<_> = lines.iter().map(|(ts, l)| entry(*ts, l, &[("m", "x")])).collect();
             let mut enc = PushEncoder::default();
-            let push = decode(enc.encode(&[StreamRef { labels: "{a=\"b\"}", entries: &entries }], true));
+            let body = encoded(&entries, true);
+            let push = decode(enc.encode(&[StreamRef { labels: "{a=\"b\"}", entries: &body }]));
             prop_assert_eq!(push.streams[0].entries.len(), entries.len());
             for (got, want) in push.streams[0].entries.iter().zip(&entries) {
                 let ts = got.timestamp.unwrap();
                 prop_assert_eq!(ts.seconds as i128 * 1_000_000_000 + ts.nanos as i128, want.timestamp as i128);
                 prop_assert_eq!(&got.line[..], &want.line[..]);
             }
+            // And the entries read back where they lie, with their timestamps.
+            let read: Vec<i64> = encoded_entries(&body).expect("readable").iter().map(|e| e.timestamp).collect();
+            let want: Vec<i64> = entries.iter().map(|e| e.timestamp).collect();
+            prop_assert_eq!(read, want);
         }
     }
 }

@@ -241,7 +241,7 @@ impl LokiSink {
             let state = tenants.entry(tenant.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(1);
                 workers.spawn(worker(Arc::clone(&self.shared), tenant.clone(), rx));
-                TenantState { pending: PendingBatch::new(), closed: VecDeque::new(), tx }
+                TenantState { pending: PendingBatch::new(self.shared.structured_metadata), closed: VecDeque::new(), tx }
             });
             let first_here = !touched.contains(&tenant);
             let coming = if first_here { whole } else { PendingBatch::entry_size(&entry) };
@@ -268,7 +268,7 @@ impl LokiSink {
     }
 
     fn close(&self, state: &mut TenantState) {
-        let pending = std::mem::take(&mut state.pending);
+        let pending = state.pending.take();
         let (lines, bytes) = (pending.lines, pending.bytes);
         let (streams, acks, permits) = pending.into_streams();
         self.shared.handles.batches.inc();
@@ -303,7 +303,7 @@ async fn worker(shared: Arc<Shared>, tenant: Tenant, mut rx: mpsc::Receiver<Push
                 .zip(&rendered)
                 .map(|(s, l)| StreamRef { labels: l, entries: &s.entries })
                 .collect();
-            Bytes::copy_from_slice(encoder.encode(&refs, shared.structured_metadata))
+            Bytes::copy_from_slice(encoder.encode(&refs))
         };
         let mut backoff = Backoff::new(&shared.backoff);
         loop {
