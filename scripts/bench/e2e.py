@@ -52,6 +52,16 @@ def proc_peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def proc_context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of all the process's threads."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
+
+
 def split(workload: Path, files: int) -> Path:
     """The workload dealt round-robin into `files` files (made once)."""
     out = workload.with_name(f"{workload.stem}-in-{files}")
@@ -135,6 +145,7 @@ sinks:
             elapsed = time.monotonic() - started
             cpu = proc_cpu_seconds(agent.pid)
             rss = proc_peak_rss_mib(agent.pid)
+            switches = proc_context_switches(agent.pid)
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)
@@ -144,6 +155,7 @@ sinks:
     print(f"lines        {int(sent)} in {elapsed:.2f} s wall ({sent / elapsed / 1e6:.2f} M lines/s)")
     print(f"cpu          {cpu:.2f} s user+sys = {cpu / (sent / 1e6):.2f} CPU-s per million lines ({sent / cpu / 1e6:.2f} M lines per CPU-second)")
     print(f"peak rss     {rss:.1f} MiB")
+    print(f"switches     {switches / (sent / 1e3):.1f} context switches per thousand lines")
     print(f"to loki      {NullLoki.pushes} pushes, {NullLoki.body_bytes / 1e6:.1f} MB snappy protobuf")
     return 0
 

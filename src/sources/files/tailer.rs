@@ -153,6 +153,7 @@ pub async fn read(
         slot: None,
         pending: Vec::new(),
         pending_bytes: 0,
+        last_batch_lines: 0,
     };
     if let Input::File(file) = &input {
         // A file resumed at an offset is known by its first bytes from the start, so that its
@@ -280,6 +281,9 @@ struct Reader<'a> {
     slot: Option<tokio::sync::SemaphorePermit<'a>>,
     pending: Vec<LogEntry>,
     pending_bytes: usize,
+    /// Lines in the last batch sent: the room a new batch starts with, taken at its first line
+    /// (a file that goes quiet holds no empty batch).
+    last_batch_lines: usize,
 }
 
 impl Reader<'_> {
@@ -453,6 +457,9 @@ impl Reader<'_> {
             entry.metadata.set(Arc::clone(name), value.clone());
         }
         self.pending_bytes += entry.line.len();
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(self.last_batch_lines);
+        }
         self.pending.push(entry);
     }
 
@@ -463,6 +470,7 @@ impl Reader<'_> {
         }
         let entries = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        self.last_batch_lines = entries.len();
         let seq = self.t.checkpoints.lock().push(self.complete);
         let tailed = Arc::clone(&self.t);
         let token = AckToken::new(move |status| {
