@@ -215,11 +215,15 @@ impl Input {
     async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
         match self {
             Input::File(file) => {
-                let start = buf.len();
-                buf.resize(start + want, 0);
-                let read = file.read(&mut buf[start..]);
-                buf.truncate(start + *read.as_ref().unwrap_or(&0));
-                read
+                // Into the buffer's spare room as it is: zeroing it first cost 2% of a line.
+                buf.reserve(want);
+                let len = buf.len();
+                let spare = &mut buf.spare_capacity_mut()[..want];
+                let (read, _) = rustix::io::read(&*file, spare)?;
+                let n = read.len();
+                // SAFETY: `read` initialised the first `n` bytes of the spare room.
+                unsafe { buf.set_len(len + n) };
+                Ok(n)
             }
             Input::Gzip { chunks, carry } => {
                 let next = match carry.take() {
