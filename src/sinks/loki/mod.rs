@@ -1,9 +1,10 @@
 //! The Loki sink: batches per tenant, protobuf + snappy pushes, retries, acknowledgements.
 //!
 //! Shape: one dispatcher task reads the sink's queue and fills a [`batch::PendingBatch`] per
-//! tenant; a batch is closed when it reaches `batch_size` (at most half the queue's
-//! `max_bytes`, whose room its entries hold) or is `batch_wait` old and handed to
-//! that tenant's worker, which encodes, pushes and retries it. One push in flight per tenant
+//! tenant, encoding each entry into its stream as it joins (see [`encode`]); a batch is closed
+//! when it reaches `batch_size` (at most half the queue's `max_bytes`, whose room its entries
+//! hold) or is `batch_wait` old and handed to that tenant's worker, which frames and compresses
+//! it, pushes it and retries it. One push in flight per tenant
 //! keeps each stream in order; a tenant whose Loki refuses or hangs holds only its own worker
 //! (its closed batches wait in its own list, bounded by the sink's queue permits).
 //!
