@@ -11,6 +11,7 @@
 //! and payload) of the message named in its doc; empty means the field is absent.
 
 use super::AckSet;
+use crate::proto::wire::{put_varint, varint_len};
 use bytes::{BufMut, Bytes};
 
 /// Field numbers of `ExportTraceServiceRequest.resource_spans` and `ResourceSpans.scope_spans`.
@@ -108,24 +109,9 @@ impl SpanBatch {
     }
 }
 
-/// Bytes a varint takes.
-pub fn varint_len(value: u64) -> usize {
-    // One byte per 7 bits, at least one.
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 /// Length of a length-delimited field record whose payload is `len` bytes.
 pub fn record_len(field: u32, len: usize) -> usize {
     varint_len(u64::from(field) << 3 | 2) + varint_len(len as u64) + len
-}
-
-/// Writes a varint.
-pub fn put_varint(out: &mut impl BufMut, mut value: u64) {
-    while value >= 0x80 {
-        out.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.put_u8(value as u8);
 }
 
 /// Writes the key and length of a length-delimited field.
@@ -226,16 +212,6 @@ mod tests {
         assert_eq!(rpc::retry_delay(&rpc::status_with_retry_info(14, "busy", delay)), Some(delay));
         assert_eq!(rpc::retry_delay(&rpc::Status { code: 14, ..Default::default() }.encode_to_vec()), None);
         assert_eq!(rpc::retry_delay(b"\xff\xff"), None);
-    }
-
-    #[test]
-    fn varint_lengths() {
-        for (value, len) in [(0u64, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (u64::MAX, 10)] {
-            assert_eq!(varint_len(value), len, "{value}");
-            let mut out = Vec::new();
-            put_varint(&mut out, value);
-            assert_eq!(out.len(), len, "{value}");
-        }
     }
 
     #[test]

@@ -9,34 +9,7 @@
 //! definitions in `proto::logproto` by the tests below.
 
 use crate::event::LogEntry;
-
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A length-delimited field: tag byte, length, body length included.
-fn delimited_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
-    out.push(tag);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
+use crate::proto::wire::{delimited_len, put_bytes, put_varint, read_varint, varint_len};
 
 fn timestamp_len(seconds: i64, nanos: i32) -> usize {
     let mut n = 0;
@@ -143,17 +116,11 @@ pub fn encoded_entries(buf: &[u8]) -> Option<Vec<EncodedEntry>> {
     Some(out)
 }
 
+/// The varint at `*at`, moving `*at` past it.
 fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
+    let (value, len) = read_varint(buf.get(*at..)?)?;
+    *at += len;
+    Some(value)
 }
 
 /// One stream of a push: its label string and its entries as [`put_entry`] wrote them.

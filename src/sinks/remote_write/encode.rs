@@ -9,33 +9,7 @@
 //! prost definitions in `proto::remote_write` by the tests below.
 
 use crate::event::samples::Sample;
-
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn delimited_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
-    out.push(tag);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
+use crate::proto::wire::{delimited_len, put_bytes, put_varint, varint_len};
 
 /// A `Label` message's body length.
 fn label_len(name: &str, value: &str) -> usize {

@@ -288,20 +288,21 @@ impl Receiver {
 
 /// Spans in a request, counted without validation (for the refusal counter).
 fn count_spans(body: &[u8]) -> usize {
+    use crate::proto::wire::read_varint;
     fn fields(buf: &[u8], wanted: u32, mut each: impl FnMut(&[u8])) {
         let mut pos = 0;
         while pos < buf.len() {
-            let Some((key, n)) = varint(&buf[pos..]) else { return };
+            let Some((key, n)) = read_varint(&buf[pos..]) else { return };
             pos += n;
             match key & 7 {
-                0 => match varint(&buf[pos..]) {
+                0 => match read_varint(&buf[pos..]) {
                     Some((_, n)) => pos += n,
                     None => return,
                 },
                 1 => pos += 8,
                 5 => pos += 4,
                 2 => {
-                    let Some((len, n)) = varint(&buf[pos..]) else { return };
+                    let Some((len, n)) = read_varint(&buf[pos..]) else { return };
                     let start = pos + n;
                     let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else { return };
                     let Some(payload) = buf.get(start..end) else { return };
@@ -313,16 +314,6 @@ fn count_spans(body: &[u8]) -> usize {
                 _ => return,
             }
         }
-    }
-    fn varint(buf: &[u8]) -> Option<(u64, usize)> {
-        let mut value = 0u64;
-        for (i, b) in buf.iter().take(10).enumerate() {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if *b < 0x80 {
-                return Some((value, i + 1));
-            }
-        }
-        None
     }
     let mut spans = 0;
     fields(body, 1, |rs| fields(rs, 2, |ss| fields(ss, 2, |_| spans += 1)));
