@@ -34,12 +34,12 @@ impl Watched {
     pub fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::fs::read(&self.agent_file).ok().hash(&mut h);
-        if let Some(dir) = &self.pipelines_dir {
-            if let Ok(files) = super::pipeline_files(dir) {
-                for f in files {
-                    f.hash(&mut h);
-                    std::fs::read(&f).ok().hash(&mut h);
-                }
+        if let Some(dir) = &self.pipelines_dir
+            && let Ok(files) = super::pipeline_files(dir)
+        {
+            for f in files {
+                f.hash(&mut h);
+                std::fs::read(&f).ok().hash(&mut h);
             }
         }
         h.finish()
@@ -49,10 +49,10 @@ impl Watched {
         let mut dirs = Vec::new();
         let parent = self.agent_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         dirs.push(parent.to_path_buf());
-        if let Some(d) = &self.pipelines_dir {
-            if !dirs.contains(d) {
-                dirs.push(d.clone());
-            }
+        if let Some(d) = &self.pipelines_dir
+            && !dirs.contains(d)
+        {
+            dirs.push(d.clone());
         }
         dirs
     }

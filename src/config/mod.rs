@@ -170,10 +170,10 @@ pub fn parse_yaml_expanded<T: for<'de> Deserialize<'de>>(file: &Path, text: &str
 /// names the library's own options.
 fn yaml_message(rendered: &str) -> String {
     let mut message = rendered.trim();
-    if let Some(i) = message.rfind(" at line ") {
-        if message[i + 9..].split(", column ").all(|part| part.trim().chars().all(|c| c.is_ascii_digit())) {
-            message = &message[..i];
-        }
+    if let Some(i) = message.rfind(" at line ")
+        && message[i + 9..].split(", column ").all(|part| part.trim().chars().all(|c| c.is_ascii_digit()))
+    {
+        message = &message[..i];
     }
     let message = message.strip_prefix("error: ").unwrap_or(message);
     message.replace(", set DuplicateKeyPolicy in Options if acceptable", "")

@@ -188,17 +188,16 @@ fn settle(input: &Path, draft: &mut Draft) -> Vec<Issue> {
         }
         issues.push(issue);
         // A list of relabel rules left empty goes too.
-        if let Some((Step::Index(_), list)) = unit.split_last() {
-            if matches!(list.last(), Some(Step::Key(k)) if k == "relabel_configs")
-                && root.at(list).is_some_and(Node::is_empty)
-            {
-                root.remove(list);
-            }
+        if let Some((Step::Index(_), list)) = unit.split_last()
+            && matches!(list.last(), Some(Step::Key(k)) if k == "relabel_configs")
+            && root.at(list).is_some_and(Node::is_empty)
+        {
+            root.remove(list);
         }
-        if let Target::Pipeline(i) = target {
-            if draft.pipelines[i].root.get("stages").is_none_or(|s| s.value.is_empty()) {
-                draft.pipelines.remove(i);
-            }
+        if let Target::Pipeline(i) = target
+            && draft.pipelines[i].root.get("stages").is_none_or(|s| s.value.is_empty())
+        {
+            draft.pipelines.remove(i);
         }
     }
     issues
@@ -273,10 +272,10 @@ fn removal_unit(target: Target, path: &[Step], message: &str) -> NodePath {
         Some(Step::Key(k)) => Some(k.as_str()),
         _ => None,
     };
-    if let Some(i) = (0..path.len()).rev().find(|&i| key(i) == Some("relabel_configs")) {
-        if let Some(Step::Index(_)) = path.get(i + 1) {
-            return path[..i + 2].to_vec();
-        }
+    if let Some(i) = (0..path.len()).rev().find(|&i| key(i) == Some("relabel_configs"))
+        && let Some(Step::Index(_)) = path.get(i + 1)
+    {
+        return path[..i + 2].to_vec();
     }
     let unknown_field = message.starts_with("unknown field");
     match target {

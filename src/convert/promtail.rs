@@ -625,10 +625,8 @@ impl Converter<'_> {
 
     /// Applies the settings that every source of its kind takes.
     fn common(&self, source: &mut Node, files: bool) {
-        if files {
-            if let Some(s) = &self.scan_interval {
-                source.push("scan_interval", s.clone());
-            }
+        if files && let Some(s) = &self.scan_interval {
+            source.push("scan_interval", s.clone());
         }
         if let Some(s) = &self.sync_period {
             source.push("sync_period", s.clone());
@@ -810,10 +808,10 @@ impl Converter<'_> {
         source.push("type", scalar("files", sc.position));
         let include = self.globs(label, &path, place("__path__"))?;
         source.push_at("include", place("__path__"), include);
-        if let Some(exclude) = get("__path_exclude__") {
-            if let Some(exclude) = self.globs(label, &exclude, place("__path_exclude__")) {
-                source.push_at("exclude", place("__path_exclude__"), exclude);
-            }
+        if let Some(exclude) = get("__path_exclude__")
+            && let Some(exclude) = self.globs(label, &exclude, place("__path_exclude__"))
+        {
+            source.push_at("exclude", place("__path_exclude__"), exclude);
         }
         source.push("format", scalar(format, sc.position));
         let mut out_labels = Node::map(sc.position);

@@ -201,12 +201,12 @@ impl LabelInterner {
                 if !keep {
                     *count -= 1;
                     for (name, value) in interned.set.pairs() {
-                        if let Some(by_value) = values.get_mut(name) {
-                            if let Some(n) = by_value.get_mut(value) {
-                                *n -= 1;
-                                if *n == 0 {
-                                    by_value.remove(value);
-                                }
+                        if let Some(by_value) = values.get_mut(name)
+                            && let Some(n) = by_value.get_mut(value)
+                        {
+                            *n -= 1;
+                            if *n == 0 {
+                                by_value.remove(value);
                             }
                         }
                     }
@@ -363,10 +363,10 @@ impl LabelCache {
             *pairs = deduped;
         }
         let hash = hash_pairs(pairs.iter().copied());
-        if let Some(bucket) = self.sets.get(&hash) {
-            if let Some(set) = bucket.iter().find(|s| s.equals_pairs(pairs)) {
-                return Resolved { set: set.clone(), moved: SmallVec::new() };
-            }
+        if let Some(bucket) = self.sets.get(&hash)
+            && let Some(set) = bucket.iter().find(|s| s.equals_pairs(pairs))
+        {
+            return Resolved { set: set.clone(), moved: SmallVec::new() };
         }
         let resolved = self.interner.intern(pairs, hash);
         if resolved.moved.is_empty() && resolved.set.equals_pairs(pairs) {

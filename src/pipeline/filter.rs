@@ -42,16 +42,16 @@ impl DropStage {
                 return Flow::Continue;
             }
         }
-        if let Some(max) = self.longer_than {
-            if w.entry.line.len() <= max {
-                return Flow::Continue;
-            }
+        if let Some(max) = self.longer_than
+            && w.entry.line.len() <= max
+        {
+            return Flow::Continue;
         }
         if self.sources.is_empty() {
-            if let Some(re) = &self.expression {
-                if !re.is_match(&w.entry.line) {
-                    return Flow::Continue;
-                }
+            if let Some(re) = &self.expression
+                && !re.is_match(&w.entry.line)
+            {
+                return Flow::Continue;
             }
         } else {
             let mut joined: Vec<u8> = Vec::new();
@@ -64,15 +64,15 @@ impl DropStage {
                 }
                 joined.extend_from_slice(v);
             }
-            if let Some(value) = &self.value {
-                if joined != value.as_bytes() {
-                    return Flow::Continue;
-                }
+            if let Some(value) = &self.value
+                && joined != value.as_bytes()
+            {
+                return Flow::Continue;
             }
-            if let Some(re) = &self.expression {
-                if !re.is_match(&joined) {
-                    return Flow::Continue;
-                }
+            if let Some(re) = &self.expression
+                && !re.is_match(&joined)
+            {
+                return Flow::Continue;
             }
         }
         self.count.drop()

@@ -111,10 +111,10 @@ impl Holding for MultilineStage {
         match groups.get_mut(&key) {
             Some(group) if !starts_group => {
                 group.append(b"\n", &w.entry.line, ctx.now, ctx.acks);
-                if group.lines >= self.max_lines {
-                    if let Some(group) = groups.remove(&key) {
-                        released.push(group.release());
-                    }
+                if group.lines >= self.max_lines
+                    && let Some(group) = groups.remove(&key)
+                {
+                    released.push(group.release());
                 }
             }
             _ => {

@@ -72,10 +72,10 @@ pub(crate) struct StructuredMetadataStage {
 impl StructuredMetadataStage {
     pub fn apply(&self, w: &mut Work) -> Flow {
         for (name, source) in &self.pairs {
-            if let Some(value) = w.extracted_bytes(source) {
-                if !value.is_empty() {
-                    w.entry.metadata.set(Arc::clone(name), value);
-                }
+            if let Some(value) = w.extracted_bytes(source)
+                && !value.is_empty()
+            {
+                w.entry.metadata.set(Arc::clone(name), value);
             }
         }
         Flow::Continue

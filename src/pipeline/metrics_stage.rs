@@ -160,10 +160,10 @@ impl MetricsStage {
                 let Some(value) = w.extracted(&rule.source) else {
                     continue;
                 };
-                if let Some(wanted) = &rule.value {
-                    if value != wanted.as_bytes() {
-                        continue;
-                    }
+                if let Some(wanted) = &rule.value
+                    && value != wanted.as_bytes()
+                {
+                    continue;
                 }
                 match rule.action {
                     Action::Inc | Action::Dec => 1.0,

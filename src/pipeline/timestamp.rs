@@ -135,11 +135,11 @@ impl TimestampStage {
 
     /// `fudge`: the last good time of the stream plus one nanosecond, if there is one.
     fn on_failure(&self, w: &mut Work, key: (usize, u64)) {
-        if self.fudge {
-            if let Some(last) = w.fudge.get_mut(&key) {
-                *last += 1;
-                w.entry.timestamp = *last;
-            }
+        if self.fudge
+            && let Some(last) = w.fudge.get_mut(&key)
+        {
+            *last += 1;
+            w.entry.timestamp = *last;
         }
     }
 }

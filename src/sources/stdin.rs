@@ -61,10 +61,8 @@ pub async fn run(_config: StdinConfig, mut emitter: Emitter, cancel: Cancellatio
                 send(&mut emitter, &mut batch, &mut batch_bytes).await?;
             }
         }
-        if eof {
-            if let Some(rest) = splitter.take_rest() {
-                batch.push(LogEntry::new(now, rest, labels.clone()));
-            }
+        if eof && let Some(rest) = splitter.take_rest() {
+            batch.push(LogEntry::new(now, rest, labels.clone()));
         }
         if read == usize::MAX || eof {
             send(&mut emitter, &mut batch, &mut batch_bytes).await?;

@@ -208,11 +208,11 @@ impl Topology {
         let mut retired_sinks = Vec::new();
         let names: Vec<String> = self.sinks.keys().cloned().collect();
         for name in names {
-            if !config.sinks.contains_key(&name) || started.contains_key(&name) {
-                if let Some(old) = self.sinks.remove(&name) {
-                    summary.sinks_stopped.push(name.clone());
-                    retired_sinks.push((name, old));
-                }
+            if (!config.sinks.contains_key(&name) || started.contains_key(&name))
+                && let Some(old) = self.sinks.remove(&name)
+            {
+                summary.sinks_stopped.push(name.clone());
+                retired_sinks.push((name, old));
             }
         }
         for (name, running) in started {

@@ -224,10 +224,11 @@ impl FakeKubeApi {
     pub async fn set_mode(&self, mode: Mode) {
         let was = std::mem::replace(&mut self.inner.state.lock().mode, mode);
         self.inner.changes.send_replace(());
-        if mode == Mode::Down && was != Mode::Down {
-            if let Some(task) = self.inner.accept.lock().take() {
-                task.abort();
-            }
+        if mode == Mode::Down
+            && was != Mode::Down
+            && let Some(task) = self.inner.accept.lock().take()
+        {
+            task.abort();
         }
         if was == Mode::Down && mode != Mode::Down {
             let listener = tokio::net::TcpListener::bind(self.addr).await.expect("bind the fake kube api again");

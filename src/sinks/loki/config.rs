@@ -90,10 +90,11 @@ impl LokiConfig {
         if self.basic_auth.is_some() && (self.bearer_token.is_some() || self.bearer_token_file.is_some()) {
             errors.push("set `basic_auth` or a bearer token, not both".into());
         }
-        if let Some(auth) = &self.basic_auth {
-            if auth.password.is_some() && auth.password_file.is_some() {
-                errors.push("basic_auth: set `password` or `password_file`, not both".into());
-            }
+        if let Some(auth) = &self.basic_auth
+            && auth.password.is_some()
+            && auth.password_file.is_some()
+        {
+            errors.push("basic_auth: set `password` or `password_file`, not both".into());
         }
         if self.batch_size.0 == 0 {
             errors.push("batch_size must be above 0".into());

@@ -181,7 +181,7 @@ async fn deliver(shared: &Shared, queued: QueuedBatch<SpanBatch>) {
                     tracing::error!(sink = %shared.handles.name, reason, retries = backoff.retries(), spans, "giving up on a span batch after its last retry");
                     break;
                 };
-                if backoff.retries() == 1 || backoff.retries() % 10 == 0 {
+                if backoff.retries() == 1 || backoff.retries().is_multiple_of(10) {
                     tracing::warn!(sink = %shared.handles.name, reason, retry_in_ms = delay.as_millis() as u64, retries = backoff.retries(), "span export failed; retrying");
                 }
                 shared.handles.retries.inc();

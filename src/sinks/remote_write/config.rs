@@ -99,10 +99,11 @@ impl RemoteWriteConfig {
         if auths > 1 {
             errors.push("set one of `basic_auth`, `bearer_token` and `bearer_token_file`".into());
         }
-        if let Some(auth) = &self.basic_auth {
-            if auth.password.is_some() && auth.password_file.is_some() {
-                errors.push("basic_auth: set `password` or `password_file`, not both".into());
-            }
+        if let Some(auth) = &self.basic_auth
+            && auth.password.is_some()
+            && auth.password_file.is_some()
+        {
+            errors.push("basic_auth: set `password` or `password_file`, not both".into());
         }
         for (name, value) in &self.external_labels {
             if !crate::event::labels::is_valid_name(name) || name.starts_with("__") {

@@ -80,15 +80,15 @@ impl DockerConfig {
     /// Checks regexes and relabel rules; errors carry their place.
     pub fn validate(&self) -> Vec<(crate::config::Position, String)> {
         let mut errors = Vec::new();
-        if let Some(host) = &self.host {
-            if let Err(e) = super::client::Endpoint::parse(host) {
-                errors.push((crate::config::Position::START, e));
-            }
+        if let Some(host) = &self.host
+            && let Err(e) = super::client::Endpoint::parse(host)
+        {
+            errors.push((crate::config::Position::START, e));
         }
-        if let Some(name) = &self.filters.name {
-            if let Err(e) = regex::Regex::new(&name.value) {
-                errors.push((name.position, format!("filters.name: invalid regex `{}`: {e}", name.value)));
-            }
+        if let Some(name) = &self.filters.name
+            && let Err(e) = regex::Regex::new(&name.value)
+        {
+            errors.push((name.position, format!("filters.name: invalid regex `{}`: {e}", name.value)));
         }
         if let Err(e) = crate::relabel::Relabeler::compile(&self.relabel_configs) {
             errors.extend(e.into_iter().map(|(p, m)| (p, format!("relabel_configs: {m}"))));

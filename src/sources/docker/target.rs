@@ -94,15 +94,15 @@ impl ContainerFilter {
         if self.self_id.as_deref() == Some(c.id.as_str()) {
             return false;
         }
-        if let Some(project) = &self.compose_project {
-            if c.labels.get(COMPOSE_PROJECT) != Some(project) {
-                return false;
-            }
+        if let Some(project) = &self.compose_project
+            && c.labels.get(COMPOSE_PROJECT) != Some(project)
+        {
+            return false;
         }
-        if let Some(re) = &self.name {
-            if !re.is_match(&c.name) {
-                return false;
-            }
+        if let Some(re) = &self.name
+            && !re.is_match(&c.name)
+        {
+            return false;
         }
         self.labels.iter().all(|(k, v)| match (c.labels.get(k), v) {
             (Some(_), None) => true,

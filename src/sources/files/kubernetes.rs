@@ -137,10 +137,10 @@ impl CacheState {
         if self.pods.get(&meta.uid).is_some_and(same) {
             self.pods.remove(&meta.uid);
         }
-        if let Some(uid) = meta.file_uid() {
-            if self.pods.get(uid).is_some_and(same) {
-                self.pods.remove(uid);
-            }
+        if let Some(uid) = meta.file_uid()
+            && self.pods.get(uid).is_some_and(same)
+        {
+            self.pods.remove(uid);
         }
     }
 
@@ -354,12 +354,12 @@ pub async fn watch(cache: Arc<PodCache>, settings: WatchSettings, cancel: Cancel
                 }
                 Some(Err(e)) => {
                     let (reason, hint) = classify(&e);
-                    if let watcher::Error::WatchError(status) = &e {
-                        if status.code == 410 {
-                            // Too old a resourceVersion: the watcher lists again at once.
-                            tracing::debug!(source = %source, "kubernetes api: watch expired, listing again");
-                            continue;
-                        }
+                    if let watcher::Error::WatchError(status) = &e
+                        && status.code == 410
+                    {
+                        // Too old a resourceVersion: the watcher lists again at once.
+                        tracing::debug!(source = %source, "kubernetes api: watch expired, listing again");
+                        continue;
                     }
                     count(reason);
                     let retry = pause(backoff);

@@ -396,10 +396,10 @@ impl Reader<'_> {
 
     /// At the end of a generation: what is held goes out as it is.
     async fn finish(&mut self, end: TailEnd) -> TailEnd {
-        if let Some(rest) = self.splitter.take_rest() {
-            if let Some(decoded) = self.decoder.decode(rest) {
-                self.push(decoded);
-            }
+        if let Some(rest) = self.splitter.take_rest()
+            && let Some(decoded) = self.decoder.decode(rest)
+        {
+            self.push(decoded);
         }
         if let Some(decoded) = self.decoder.flush() {
             self.push(decoded);

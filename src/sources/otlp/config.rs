@@ -179,20 +179,19 @@ impl OtlpSourceConfig {
         for (name, address) in
             [("grpc_listen_address", &self.grpc_listen_address), ("http_listen_address", &self.http_listen_address)]
         {
-            if let Some(address) = address {
-                if address.value.parse::<SocketAddr>().is_err() {
-                    errors.push((
-                        address.position,
-                        format!("{name} `{}` is not an address such as 0.0.0.0:4317", address.value),
-                    ));
-                }
+            if let Some(address) = address
+                && address.value.parse::<SocketAddr>().is_err()
+            {
+                errors.push((
+                    address.position,
+                    format!("{name} `{}` is not an address such as 0.0.0.0:4317", address.value),
+                ));
             }
         }
-        if let (Some(g), Some(h)) = (&self.grpc_listen_address, &self.http_listen_address) {
-            if g.value == h.value {
-                errors
-                    .push((h.position, format!("grpc_listen_address and http_listen_address are both `{}`", h.value)));
-            }
+        if let (Some(g), Some(h)) = (&self.grpc_listen_address, &self.http_listen_address)
+            && g.value == h.value
+        {
+            errors.push((h.position, format!("grpc_listen_address and http_listen_address are both `{}`", h.value)));
         }
         if self.grpc_listen_address.is_none() && self.http_listen_address.is_none() {
             errors.push((Position::START, "grpc_listen_address and http_listen_address are both off".into()));

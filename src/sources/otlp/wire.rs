@@ -81,11 +81,11 @@ impl<'a> Reader<'a> {
     /// A varint; most (keys, short lengths, small numbers) are one byte.
     #[inline(always)]
     fn varint(&mut self) -> Result<u64> {
-        if let Some(&byte) = self.buf.get(self.pos) {
-            if byte < 0x80 {
-                self.pos += 1;
-                return Ok(u64::from(byte));
-            }
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
         }
         self.long_varint()
     }

@@ -201,10 +201,10 @@ impl ScrapeConfig {
                 }
             }
             if let Some(d) = &j.docker_discovery {
-                if let Some(host) = &d.host {
-                    if let Err(e) = crate::sources::docker::client::Endpoint::parse(host) {
-                        error(format!("docker_discovery: {e}"));
-                    }
+                if let Some(host) = &d.host
+                    && let Err(e) = crate::sources::docker::client::Endpoint::parse(host)
+                {
+                    error(format!("docker_discovery: {e}"));
                 }
                 if d.refresh_interval.0.is_zero() {
                     error("docker_discovery.refresh_interval must be above 0".into());
@@ -216,10 +216,11 @@ impl ScrapeConfig {
             if auths > 1 {
                 error("set one of `basic_auth`, `bearer_token` and `bearer_token_file`".into());
             }
-            if let Some(auth) = &j.basic_auth {
-                if auth.password.is_some() && auth.password_file.is_some() {
-                    error("basic_auth: set `password` or `password_file`, not both".into());
-                }
+            if let Some(auth) = &j.basic_auth
+                && auth.password.is_some()
+                && auth.password_file.is_some()
+            {
+                error("basic_auth: set `password` or `password_file`, not both".into());
             }
             if j.body_size_limit.0 == 0 {
                 error("body_size_limit must be above 0".into());

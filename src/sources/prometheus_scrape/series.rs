@@ -184,12 +184,11 @@ impl SeriesCache {
                 }
             }
         };
-        if let Some(series) = &series {
-            if let Some(&slot) = self.by_hash.get(&series.hash()) {
-                if self.slots[slot as usize].series.as_deref() == Some(series) {
-                    return Ok(slot);
-                }
-            }
+        if let Some(series) = &series
+            && let Some(&slot) = self.by_hash.get(&series.hash())
+            && self.slots[slot as usize].series.as_deref() == Some(series)
+        {
+            return Ok(slot);
         }
         let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         if let Some(series) = &series {
@@ -205,10 +204,10 @@ impl SeriesCache {
     pub fn end_success(&mut self, timestamp_ms: i64, out: &mut Vec<Sample>) {
         for &slot in &self.previous {
             let entry = &self.slots[slot as usize];
-            if entry.last_seen != self.iteration {
-                if let Some(series) = &entry.series {
-                    out.push(Sample { series: Arc::clone(series), timestamp_ms, value: stale_nan() });
-                }
+            if entry.last_seen != self.iteration
+                && let Some(series) = &entry.series
+            {
+                out.push(Sample { series: Arc::clone(series), timestamp_ms, value: stale_nan() });
             }
         }
         std::mem::swap(&mut self.previous, &mut self.current);

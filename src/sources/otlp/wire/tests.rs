@@ -20,7 +20,7 @@ pub(crate) fn span(n: u8, name: &str, kind: i32, status: i32, nanos: u64) -> Spa
     Span {
         trace_id: vec![n; 16],
         span_id: vec![n + 1; 8],
-        parent_span_id: if n % 2 == 0 { vec![n + 2; 8] } else { vec![] },
+        parent_span_id: if n.is_multiple_of(2) { vec![n + 2; 8] } else { vec![] },
         name: name.into(),
         kind,
         start_time_unix_nano: 1_700_000_000_000_000_000,
