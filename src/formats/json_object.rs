@@ -13,7 +13,7 @@
 //! once and slicing out the wanted values took 12–20% off the criterion `end_to_end` pipeline
 //! (`docker` + `json` + `labels`).
 
-use super::json_string::{escapes_valid, quote_or_backslash_mask, scan_string};
+use super::json_string::{escapes_valid, map_quotes_and_backslashes, scan_string};
 
 /// simd-json's default limit on nested objects and arrays (the top-level object included).
 const MAX_DEPTH: usize = 1024;
@@ -52,7 +52,7 @@ pub fn members<'a>(text: &'a [u8], mut f: impl FnMut(RawKey<'a>, RawValue<'a>)) 
     let mut specials = [0u64; SPECIALS_WORDS];
     let mapped = text.len() <= SPECIALS_WORDS * 64;
     if mapped {
-        map_specials(text, &mut specials);
+        map_quotes_and_backslashes(text, &mut specials);
     }
     walk(&mut Cursor { text, i: 0, specials: mapped.then_some(&specials) }, &mut f).is_some()
 }
@@ -60,21 +60,6 @@ pub fn members<'a>(text: &'a [u8], mut f: impl FnMut(RawKey<'a>, RawValue<'a>)) 
 /// Texts up to this many 64-byte words long get a map of their quotes and backslashes (on the
 /// stack); longer ones, rare, are scanned string by string.
 const SPECIALS_WORDS: usize = 32;
-
-/// Bit `k % 64` of word `k / 64` is set where `text[k]` is a quote or a backslash.
-fn map_specials(text: &[u8], words: &mut [u64; SPECIALS_WORDS]) {
-    let chunks = text.chunks_exact(64);
-    let tail = chunks.remainder();
-    let full = chunks.len();
-    for (word, chunk) in words.iter_mut().zip(chunks) {
-        *word = quote_or_backslash_mask(chunk.try_into().expect("chunks_exact gives 64 bytes"));
-    }
-    if !tail.is_empty() {
-        let mut last = [0u8; 64];
-        last[..tail.len()].copy_from_slice(tail);
-        words[full] = quote_or_backslash_mask(&last);
-    }
-}
 
 fn walk<'a>(c: &mut Cursor<'a, '_>, f: &mut impl FnMut(RawKey<'a>, RawValue<'a>)) -> Option<()> {
     c.ws();
@@ -102,7 +87,7 @@ fn walk<'a>(c: &mut Cursor<'a, '_>, f: &mut impl FnMut(RawKey<'a>, RawValue<'a>)
 struct Cursor<'a, 'm> {
     text: &'a [u8],
     i: usize,
-    /// The map of quotes and backslashes ([`map_specials`]), when the text is short enough.
+    /// The map of quotes and backslashes ([`map_quotes_and_backslashes`]), when the text is short enough.
     specials: Option<&'m [u64; SPECIALS_WORDS]>,
 }
 

@@ -1,6 +1,7 @@
 //! [`super::unescape_string`]'s loop on CPUs with AVX-512 VBMI2 (Intel Ice Lake and later, AMD
 //! Zen 4 and later): 64 bytes at a time, the backslashes that start escapes removed from the
-//! block with one `vpcompressb`.
+//! block with one `vpcompressb`. Also the map of a text's quotes and backslashes, 64 bytes per
+//! step.
 //!
 //! A json-file line written by a service that logs JSON has an escaped quote every few bytes
 //! (`{\"level\":\"INFO\",...`), so the portable loop pays per escape; here an escape of `\"`,
@@ -19,7 +20,23 @@ use std::arch::x86_64::{
     _mm512_storeu_si512,
 };
 
-/// Whether this CPU runs [`unescape_content`] (detected once, then a load and a test).
+/// [`super::map_quotes_and_backslashes`] for AVX-512: a whole 64-byte word from one load and
+/// two comparisons.
+///
+/// # Safety
+/// The CPU must have AVX-512 BW ([`available`]).
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn map_quotes_and_backslashes(text: &[u8], words: &mut [u64]) {
+    let (quote, backslash) = (_mm512_set1_epi8(b'"' as i8), _mm512_set1_epi8(b'\\' as i8));
+    for (word, chunk) in words.iter_mut().zip(text.chunks(64)) {
+        let in_chunk = if chunk.len() == 64 { u64::MAX } else { (1u64 << chunk.len()) - 1 };
+        // SAFETY: the load reads only the bytes in `in_chunk`, all within `chunk`.
+        let v = unsafe { _mm512_maskz_loadu_epi8(in_chunk, chunk.as_ptr().cast()) };
+        *word = _mm512_mask_cmpeq_epi8_mask(in_chunk, v, quote) | _mm512_mask_cmpeq_epi8_mask(in_chunk, v, backslash);
+    }
+}
+
+/// Whether this CPU runs this module's functions (detected once, then a load and a test).
 #[inline]
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")

@@ -131,10 +131,37 @@ const BLOCK: usize = 16;
 /// written at the last offset (64 bytes: the AVX-512 loop's block).
 const PADDING: usize = 64;
 
-/// Bit `k` is set where `chunk[k]` is a quote or a backslash: the map a scanner of a whole text
-/// builds once, so that finding the end of each string is a bit search.
+/// Bit `k % 64` of `words[k / 64]` is set where `text[k]` is a quote or a backslash: the map a
+/// scanner of a whole text builds once, so that finding the end of each string is a bit search.
+/// Words past the text's last (`text.len().div_ceil(64)` words) are left as they are; a text
+/// longer than `words` holds is mapped as far as they go.
+pub fn map_quotes_and_backslashes(text: &[u8], words: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has the features.
+        unsafe { avx512::map_quotes_and_backslashes(text, words) };
+        return;
+    }
+    map_portably(text, words);
+}
+
+/// [`map_quotes_and_backslashes`] on any CPU.
+fn map_portably(text: &[u8], words: &mut [u64]) {
+    for (word, chunk) in words.iter_mut().zip(text.chunks(64)) {
+        *word = match chunk.try_into() {
+            Ok(whole) => quote_or_backslash_mask(whole),
+            Err(_) => {
+                let mut padded = [0u8; 64];
+                padded[..chunk.len()].copy_from_slice(chunk);
+                quote_or_backslash_mask(&padded)
+            }
+        };
+    }
+}
+
+/// [`map_quotes_and_backslashes`] of one 64-byte word, 16 bytes at a time.
 #[inline]
-pub fn quote_or_backslash_mask(chunk: &[u8; 64]) -> u64 {
+fn quote_or_backslash_mask(chunk: &[u8; 64]) -> u64 {
     let mut mask = 0;
     for (k, block) in chunk.chunks_exact(BLOCK).enumerate() {
         let (backslashes, quotes) = special_masks(block.try_into().expect("chunks_exact gives BLOCK bytes"));
@@ -485,6 +512,21 @@ mod tests {
     }
 
     proptest! {
+        /// Both ways of mapping a text's quotes and backslashes give the map a byte loop gives.
+        #[test]
+        fn maps_of_quotes_and_backslashes_agree(text in proptest::collection::vec(proptest::sample::select(&b"ab\"\\\x00\xff"[..]), 0..300)) {
+            let mut want = [0u64; 6];
+            for (k, &b) in text.iter().enumerate() {
+                want[k / 64] |= u64::from(b == b'"' || b == b'\\') << (k % 64);
+            }
+            let mut portable = [0u64; 6];
+            map_portably(&text, &mut portable);
+            prop_assert_eq!(portable, want);
+            let mut dispatched = [0u64; 6];
+            map_quotes_and_backslashes(&text, &mut dispatched);
+            prop_assert_eq!(dispatched, want);
+        }
+
         #[test]
         fn escape_then_unescape_round_trips(s in ".*") {
             let mut escaped = Vec::new();

@@ -151,7 +151,8 @@ mod tests {
         let (streams, ..) = batch.into_streams();
         let refs: Vec<StreamRef<'_>> =
             streams.iter().map(|s| StreamRef { labels: s.labels.rendered(), entries: &s.entries }).collect();
-        let push = logproto::PushRequest::decode(PushEncoder::default().encode_raw(&refs)).expect("protobuf");
+        let body = snap::raw::Decoder::new().decompress_vec(PushEncoder::default().encode(&refs)).expect("snappy");
+        let push = logproto::PushRequest::decode(&body[..]).expect("protobuf");
         push.streams
             .into_iter()
             .map(|s| {

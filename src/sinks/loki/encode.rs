@@ -130,46 +130,85 @@ pub struct StreamRef<'a> {
 }
 
 /// Encodes and compresses push requests, reusing its buffers.
+///
+/// The protobuf of a push is never laid out whole: each stream's header (its field tag and
+/// length, and its labels) and then its entries are compressed in turn, from where they lie,
+/// into one snappy block. The format allows it: a block is its uncompressed length followed by
+/// elements (literals and back-references), and the encoder refers to nothing before the start
+/// of its input, so the elements of consecutive calls, each call's own length header removed,
+/// are the block of the concatenation. This saves copying every batch into one buffer first
+/// (a cold 1 MiB read and write per push).
 pub struct PushEncoder {
-    raw: Vec<u8>,
+    /// The headers of the push's streams, one after the other, and where each ends.
+    headers: Vec<u8>,
+    header_ends: Vec<usize>,
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
 
 impl Default for PushEncoder {
     fn default() -> Self {
-        PushEncoder { raw: Vec::new(), compressed: Vec::new(), snappy: snap::raw::Encoder::new() }
+        PushEncoder {
+            headers: Vec::new(),
+            header_ends: Vec::new(),
+            compressed: Vec::new(),
+            snappy: snap::raw::Encoder::new(),
+        }
     }
 }
 
 impl PushEncoder {
-    /// The uncompressed protobuf of a push (kept until the next call).
-    pub fn encode_raw(&mut self, streams: &[StreamRef<'_>]) -> &[u8] {
-        self.raw.clear();
-        let body_len = |s: &StreamRef<'_>| delimited_len(s.labels.len()) + s.entries.len();
-        self.raw.reserve(streams.iter().map(|s| delimited_len(body_len(s))).sum());
-        for stream in streams {
-            self.raw.push(0x0a);
-            put_varint(&mut self.raw, body_len(stream) as u64);
-            put_bytes(&mut self.raw, 0x0a, stream.labels.as_bytes());
-            self.raw.extend_from_slice(stream.entries);
-        }
-        &self.raw
-    }
-
     /// The snappy-compressed protobuf of a push (block format, as Loki expects).
     pub fn encode(&mut self, streams: &[StreamRef<'_>]) -> &[u8] {
-        self.encode_raw(streams);
-        let max = snap::raw::max_compress_len(self.raw.len());
-        if self.compressed.len() < max {
-            self.compressed.resize(max, 0);
+        self.headers.clear();
+        self.header_ends.clear();
+        for stream in streams {
+            self.headers.push(0x0a);
+            put_varint(&mut self.headers, (delimited_len(stream.labels.len()) + stream.entries.len()) as u64);
+            put_bytes(&mut self.headers, 0x0a, stream.labels.as_bytes());
+            self.header_ends.push(self.headers.len());
         }
-        match self.snappy.compress(&self.raw, &mut self.compressed) {
-            Ok(n) => &self.compressed[..n],
-            // Only possible for inputs over snappy's 4 GiB limit, far above any batch size.
-            Err(_) => &[],
+        let pieces = || {
+            let starts = std::iter::once(0).chain(self.header_ends.iter().copied());
+            starts
+                .zip(&self.header_ends)
+                .zip(streams)
+                .flat_map(|((start, &end), s)| [&self.headers[start..end], s.entries])
+        };
+        let total: usize = pieces().map(<[u8]>::len).sum();
+        let room = varint_len(total as u64) + pieces().map(|p| snap::raw::max_compress_len(p.len())).sum::<usize>();
+        if self.compressed.len() < room {
+            self.compressed.resize(room, 0);
         }
+        let mut at = varint_len(total as u64);
+        put_varint(&mut &mut self.compressed[..at], total as u64);
+        for piece in pieces() {
+            match compress_after(&mut self.snappy, piece, &mut self.compressed, at) {
+                Some(end) => at = end,
+                // Only possible for inputs over snappy's 4 GiB limit, far above any batch size.
+                None => return &[],
+            }
+        }
+        &self.compressed[..at]
     }
+}
+
+/// Compresses `piece` as a continuation of the snappy block whose elements end at `out[at]`,
+/// returning where its own elements end. The encoder writes the piece's length header first;
+/// it lands on the last bytes already written, which are put back after.
+fn compress_after(snappy: &mut snap::raw::Encoder, piece: &[u8], out: &mut [u8], at: usize) -> Option<usize> {
+    if piece.is_empty() {
+        return Some(at);
+    }
+    // The block's own header is at least as long as any piece's (a piece is part of the
+    // block), so `at` leaves room for it.
+    let start = at.checked_sub(varint_len(piece.len() as u64))?;
+    let mut saved = [0u8; 10];
+    let saved = &mut saved[..at - start];
+    saved.copy_from_slice(&out[start..at]);
+    let written = snappy.compress(piece, out.get_mut(start..)?).ok()?;
+    out[start..at].copy_from_slice(saved);
+    Some(start + written)
 }
 
 #[cfg(test)]
@@ -244,7 +283,8 @@ mod tests {
     fn matches_prost_byte_for_byte() {
         let a = [entry(5_000_000_007, b"x", &[("k", "v")])];
         let mut enc = PushEncoder::default();
-        let ours = enc.encode_raw(&[StreamRef { labels: "{a=\"1\"}", entries: &encoded(&a, true) }]).to_vec();
+        let body = enc.encode(&[StreamRef { labels: "{a=\"1\"}", entries: &encoded(&a, true) }]).to_vec();
+        let ours = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         let theirs = logproto::PushRequest {
             streams: vec![logproto::StreamAdapter {
                 labels: "{a=\"1\"}".into(),
@@ -259,6 +299,74 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(ours, theirs);
+    }
+
+    /// Streams compressed piece by piece make the snappy block of the whole protobuf: streams
+    /// small and large (past snappy's 64 KiB blocks, and a body whose length takes three varint
+    /// bytes), compressible and not, read back as prost writes the same push.
+    #[test]
+    fn pieces_make_one_snappy_block() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b'a' + (seed % 26) as u8
+                })
+                .collect()
+        };
+        let shapes: [(usize, usize, bool); 5] =
+            [(1, 0, true), (700, 100, true), (90, 1_000, false), (3, 40_000, true), (5, 9, false)];
+        let mut streams = Vec::new();
+        for (k, &(count, len, repetitive)) in shapes.iter().enumerate() {
+            let labels = format!("{{job=\"{}\"}}", "j".repeat(k * 40));
+            let entries: Vec<LogEntry> = (0..count)
+                .map(|i| {
+                    let line = if repetitive {
+                        format!("{i} {}", "level=info msg=ok ".repeat(len / 18)).into_bytes()
+                    } else {
+                        noise(len)
+                    };
+                    entry(1_700_000_000_000_000_000 + i as i64, &line, &[])
+                })
+                .collect();
+            streams.push((labels, entries));
+        }
+        let bodies: Vec<Vec<u8>> = streams.iter().map(|(_, e)| encoded(e, false)).collect();
+        let refs: Vec<StreamRef<'_>> =
+            streams.iter().zip(&bodies).map(|((l, _), b)| StreamRef { labels: l, entries: b }).collect();
+        let theirs = logproto::PushRequest {
+            streams: streams
+                .iter()
+                .map(|(labels, entries)| logproto::StreamAdapter {
+                    labels: labels.clone(),
+                    entries: entries
+                        .iter()
+                        .map(|e| logproto::EntryAdapter {
+                            timestamp: Some(logproto::Timestamp {
+                                seconds: e.timestamp / 1_000_000_000,
+                                nanos: (e.timestamp % 1_000_000_000) as i32,
+                            }),
+                            line: e.line.to_vec(),
+                            structured_metadata: vec![],
+                            parsed: vec![],
+                        })
+                        .collect(),
+                    hash: 0,
+                })
+                .collect(),
+        }
+        .encode_to_vec();
+        assert!(theirs.len() > 1 << 17, "the push spans several snappy blocks");
+        let mut enc = PushEncoder::default();
+        for _ in 0..2 {
+            let body = enc.encode(&refs).to_vec();
+            assert!(body.len() < theirs.len() / 2, "compressed: {} of {}", body.len(), theirs.len());
+            assert_eq!(snap::raw::Decoder::new().decompress_vec(&body).unwrap(), theirs);
+        }
+        assert_eq!(snap::raw::Decoder::new().decompress_vec(enc.encode(&[])).unwrap(), b"");
     }
 
     proptest! {
