@@ -237,6 +237,17 @@ impl JsonStage {
         JsonStage { source, exprs, by_first_key, top_level_only, drop_malformed }
     }
 
+    /// The expressions whose path starts with `key`. Most keys of a line are wanted by none: their
+    /// length, first or last byte tells, without a call to compare them whole.
+    #[inline]
+    fn wanted(&self, key: &[u8]) -> Option<&[usize]> {
+        let found = self.by_first_key.iter().find(|(k, _)| {
+            let k = k.as_bytes();
+            k.len() == key.len() && k.first() == key.first() && k.last() == key.last() && k == key
+        });
+        found.map(|(_, indexes)| indexes.as_slice())
+    }
+
     pub fn apply(&self, w: &mut Work, info: &StageInfo) -> Flow {
         let parsed = match self.walk_line(w) {
             Some(parsed) => parsed,
@@ -283,7 +294,7 @@ impl JsonStage {
                     Some(value) => found.push((Target::Key(key.content), value)),
                     None => needs_tape = true,
                 }
-            } else if let Some((_, indexes)) = self.by_first_key.iter().find(|(k, _)| k.as_bytes() == key.content) {
+            } else if let Some(indexes) = self.wanted(key.content) {
                 match Found::from_raw(value) {
                     Some(value) => found.extend(indexes.iter().map(|&e| (Target::Expr(self.exprs[e].name), value))),
                     None => needs_tape = true,
@@ -346,8 +357,7 @@ impl JsonStage {
                 for _ in 0..*keys {
                     let Node::String(key) = nodes[j] else { break };
                     let value = j + 1;
-                    if let Some((_, indexes)) = self.by_first_key.iter().find(|(k, _)| k.len() == key.len() && k == key)
-                    {
+                    if let Some(indexes) = self.wanted(key.as_bytes()) {
                         for &e in indexes {
                             let expr = &self.exprs[e];
                             if let Some(i) = lookup(nodes, value, &expr.path[1..]) {
