@@ -37,6 +37,28 @@ fn versions(loki: &TestLoki) -> Vec<(usize, Option<u32>)> {
     v
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Waits until a reload succeeded after `saved` (Unix seconds) and none followed for a second:
+/// the file saved then is the one in force (a reload that read the file before the save and
+/// ended after it is followed by the one the save's own event triggers).
+async fn await_reloads_after(agent: &Agent, saved: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (0.0, Instant::now());
+    loop {
+        let done = agent.metrics().await.sum("sluice_config_last_reload_success_timestamp_seconds", &[]);
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if done >= saved && last.1.elapsed() >= Duration::from_secs(1) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no reload after the last save: last success at {done}, saved at {saved}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_lines_through_a_hundred_rewrites_each_processed_once() {
     const N: usize = 200_000;
@@ -48,9 +70,16 @@ async fn two_hundred_thousand_lines_through_a_hundred_rewrites_each_processed_on
     let base = nanos_ago(3600);
     let lines: Vec<String> = (0..N).map(|i| structured(i, base)).collect();
     let mut stdin = agent.stdin.take().unwrap();
+    // The last chunk waits until the last version is in force, so that it is the one applied
+    // however the writer's and the rewriter's timings fall.
+    let (last_version_live, last_chunk_may_go) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
-        for chunk in lines.chunks(1000) {
+        let mut last_chunk_may_go = Some(last_chunk_may_go);
+        for (k, chunk) in lines.chunks(1000).enumerate() {
+            if k + 1 == N / 1000 {
+                last_chunk_may_go.take().unwrap().await.unwrap();
+            }
             let mut buf = chunk.join("\n");
             buf.push('\n');
             stdin.write_all(buf.as_bytes()).await.unwrap();
@@ -64,15 +93,19 @@ async fn two_hundred_thousand_lines_through_a_hundred_rewrites_each_processed_on
         "stages:\n  - jsn: {}\n",
     ];
     let mut valid_versions = vec![0u32];
+    let mut saved_last = 0.0;
     for i in 1..=100u32 {
         if i % 2 == 0 {
             save_atomically(&file, &version_pipeline(i));
+            saved_last = unix_now();
             valid_versions.push(i);
         } else {
             std::fs::write(&file, invalid[(i as usize / 2) % invalid.len()]).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
+    await_reloads_after(&agent, saved_last).await;
+    last_version_live.send(()).unwrap();
     let stdin = writer.await.unwrap();
     drop(stdin);
     loki.wait_for(N, Duration::from_secs(120)).await;

@@ -51,10 +51,12 @@ const EVEN: u64 = 0x5555_5555_5555_5555;
 
 /// The positions of a block that a backslash escapes, from the block's backslashes, given that
 /// its first byte is not escaped. In a run of backslashes the first escapes the second, the third
-/// the fourth, and so on; a run of odd length escapes the byte after it. A run is found by adding
-/// its lowest bit, which carries through it to the byte after; runs starting at odd positions
-/// are added first, so that the parity of every run's start can be told from one comparison with
-/// [`EVEN`].
+/// the fourth, and so on; a run of odd length escapes the byte after it. A byte after a
+/// backslash is escaped when its distance from the start of its run is odd: for a run that
+/// starts at an even position, that is an odd position. Adding the first bit of every run that
+/// starts at an odd position to the mask carries through that run and clears it, which flips
+/// the parity test for the bytes that follow its backslashes (the technique of simdjson's string
+/// scanner).
 #[inline(always)]
 fn escaped_positions(backslashes: u64) -> u64 {
     let follows_backslash = backslashes << 1;
