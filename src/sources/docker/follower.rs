@@ -1,7 +1,8 @@
 //! Following one container's logs: open the stream from where the container is up to, turn
 //! messages into entries, batch them, and reopen the stream when it breaks or stalls while the
-//! container runs. Ends when the container stopped (its stream ended and it is not running),
-//! when it is gone, or at shutdown.
+//! container runs. Ends when the container stopped (its stream ended, it is not running, and
+//! its log read once more without following found nothing new), when it is gone, or at
+//! shutdown.
 //!
 //! Positions: `read` is the last message taken (where a reopened stream resumes in this process);
 //! each batch carries a checkpoint, the position after its last *complete* line, which becomes
@@ -141,10 +142,13 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
     let mut since = first_since;
     let mut newest = [Newest::default(); 2];
     let mut last_data = tokio::time::Instant::now();
+    // Once the container stopped, its log is read once more without following, from the
+    // position: a follow stream can end before the engine has written the container's last
+    // lines, and a stopped container is not read again.
+    let mut follow = true;
     loop {
         let tty = t.info.lock().tty;
-        let body =
-            open_logs(&ctx.endpoint, &ctx.api_version, &t.id, LogsQuery { since, follow: true, tail: None }).await;
+        let body = open_logs(&ctx.endpoint, &ctx.api_version, &t.id, LogsQuery { since, follow, tail: None }).await;
         let mut body = match body {
             Ok(b) => b,
             Err(ClientError::NotFound) => return finish(&t, read, FollowEnd::Gone),
@@ -270,7 +274,9 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    // Stopped, or gone, or the engine is unreachable: read what is left, done.
+                    Some(false) if follow => follow = false,
+                    // Stopped and read to its end, or gone, or the engine is unreachable: read
+                    // what is left, done.
                     other => {
                         for line in joiner.flush() {
                             push_line(&t, &ctx, &mut pending, line);
