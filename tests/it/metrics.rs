@@ -5,9 +5,10 @@
 
 use crate::support::agent::{Agent, AgentSetup};
 use crate::support::exporter::{Exporter, Gpu, gpu_exposition, gpus};
+use crate::support::lines::now_secs;
 use crate::support::prometheus::{Prometheus, Series};
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -39,10 +40,6 @@ async fn start_agent(exporter: &Exporter, prometheus: &Prometheus, extra_job: &s
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
 fn by_uuid(result: &[Series]) -> BTreeMap<String, Series> {

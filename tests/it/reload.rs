@@ -3,7 +3,7 @@
 //! `sluice test`.
 
 use crate::support::agent::{Agent, AgentSetup, run_cli};
-use crate::support::lines::{nanos_ago, seq_of, structured};
+use crate::support::lines::{nanos_ago, now_secs, seq_of, structured};
 use crate::support::loki::TestLoki;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -37,10 +37,6 @@ fn versions(loki: &TestLoki) -> Vec<(usize, Option<u32>)> {
     v
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 /// Waits until a reload succeeded after `saved` (Unix seconds) and none followed for a second:
 /// the file saved then is the one in force (a reload that read the file before the save and
 /// ended after it is followed by the one the save's own event triggers).
@@ -72,13 +68,12 @@ async fn two_hundred_thousand_lines_through_a_hundred_rewrites_each_processed_on
     let mut stdin = agent.stdin.take().unwrap();
     // The last chunk waits until the last version is in force, so that it is the one applied
     // however the writer's and the rewriter's timings fall.
-    let (last_version_live, last_chunk_may_go) = tokio::sync::oneshot::channel::<()>();
+    let (last_version_live, mut last_chunk_may_go) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
-        let mut last_chunk_may_go = Some(last_chunk_may_go);
         for (k, chunk) in lines.chunks(1000).enumerate() {
             if k + 1 == N / 1000 {
-                last_chunk_may_go.take().unwrap().await.unwrap();
+                (&mut last_chunk_may_go).await.unwrap();
             }
             let mut buf = chunk.join("\n");
             buf.push('\n');
@@ -97,7 +92,7 @@ async fn two_hundred_thousand_lines_through_a_hundred_rewrites_each_processed_on
     for i in 1..=100u32 {
         if i % 2 == 0 {
             save_atomically(&file, &version_pipeline(i));
-            saved_last = unix_now();
+            saved_last = now_secs();
             valid_versions.push(i);
         } else {
             std::fs::write(&file, invalid[(i as usize / 2) % invalid.len()]).unwrap();

@@ -6,6 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const SERVICES: [&str; 4] = ["gateway", "router", "model-server", "memory-engine"];
 pub const LEVELS: [&str; 3] = ["INFO", "WARNING", "ERROR"];
 
+/// Now, in Unix seconds.
+pub fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
 /// Now minus `seconds`, in nanoseconds.
 pub fn nanos_ago(seconds: i64) -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0) - seconds * 1_000_000_000

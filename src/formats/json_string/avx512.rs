@@ -29,11 +29,17 @@ use std::arch::x86_64::{
 pub(super) unsafe fn map_quotes_and_backslashes(text: &[u8], words: &mut [u64]) {
     let (quote, backslash) = (_mm512_set1_epi8(b'"' as i8), _mm512_set1_epi8(b'\\' as i8));
     for (word, chunk) in words.iter_mut().zip(text.chunks(64)) {
-        let in_chunk = if chunk.len() == 64 { u64::MAX } else { (1u64 << chunk.len()) - 1 };
+        let in_chunk = low_bits(chunk.len());
         // SAFETY: the load reads only the bytes in `in_chunk`, all within `chunk`.
         let v = unsafe { _mm512_maskz_loadu_epi8(in_chunk, chunk.as_ptr().cast()) };
         *word = _mm512_mask_cmpeq_epi8_mask(in_chunk, v, quote) | _mm512_mask_cmpeq_epi8_mask(in_chunk, v, backslash);
     }
+}
+
+/// A mask of the lowest `n` bits (`n` up to 64).
+#[inline(always)]
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
 /// Whether this CPU runs this module's functions (detected once, then a load and a test).
@@ -81,7 +87,7 @@ pub(super) unsafe fn unescape_content(content: &[u8], buf: &mut [u8]) -> Option<
     while i < content.len() {
         let left = content.len() - i;
         let len = left.min(64);
-        let in_block = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+        let in_block = low_bits(len);
         // SAFETY: the load reads only the bytes in `in_block`, all within `content` (masked-off
         // bytes are not accessed).
         let v = unsafe { _mm512_maskz_loadu_epi8(in_block, content.as_ptr().add(i).cast()) };
@@ -102,12 +108,12 @@ pub(super) unsafe fn unescape_content(content: &[u8], buf: &mut [u8]) -> Option<
         } else {
             len
         };
-        let taken = if take == 64 { u64::MAX } else { (1u64 << take) - 1 };
+        let taken = low_bits(take);
         let simple = quotes | backslashes | _mm512_mask_cmpeq_epi8_mask(in_block, v, slash);
         let other = escaped & taken & !simple;
         // Up to the first escape the compress cannot take (`other`'s escaped byte is never the
         // block's first: that one is not escaped), or the whole take.
-        let copy = if other != 0 { (1u64 << (other.trailing_zeros() - 1)) - 1 } else { taken };
+        let copy = if other != 0 { low_bits(other.trailing_zeros() as usize - 1) } else { taken };
         let keep = copy & !starts;
         // SAFETY: the store writes 64 bytes at `o`, and `o <= i < content.len()`, so it ends
         // within `buf` (see the module's invariants).
