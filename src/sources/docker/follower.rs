@@ -10,12 +10,10 @@
 //! still being joined is never covered by a checkpoint, so a restart reads all of its parts again.
 
 use super::Tracked;
-use super::client::{ClientError, Endpoint, LogsQuery, open_logs};
+use super::client::{ClientError, Endpoint, Fill, LogsQuery, READ_SIZE, open_logs};
 use super::frames::{FrameReader, Line, LineJoiner, Message, Origin};
 use crate::event::{AckSet, AckToken, LogBatch, LogEntry};
 use crate::sources::stdin::{MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LINE};
-use futures_util::FutureExt;
-use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -106,14 +104,15 @@ fn now_nanos() -> i64 {
     crate::event::now_nanos()
 }
 
-/// Lines read and not sent yet, with the checkpoint they reach.
-/// How long a stream that just sent data may be waited for to fill a small batch: the engine
-/// sends a few lines per read, and a batch of a few lines costs a channel send, a pipeline run, an
-/// acknowledgement and a queue permit (measured with scripts/bench/docker.py: ~6 lines per batch).
-const LINGER: Duration = Duration::from_millis(5);
-/// Batches with this many lines are sent without lingering.
-const LINGER_BELOW_LINES: usize = 256;
+/// How often a stream that keeps sending is read (see the follower's loop). A round's lines make
+/// one batch, and a batch of a few lines costs a channel send, a pipeline run, an
+/// acknowledgement and a queue permit; the engine's socket holds a few hundred messages, so a
+/// stream writing tens of thousands of lines per second waits on it for a fraction of a period.
+const READ_PERIOD: Duration = Duration::from_millis(5);
+/// The most taken from the socket before the messages are cut out of it.
+const FILL_LIMIT: usize = 4 * READ_SIZE;
 
+/// Lines read and not sent yet.
 struct Pending {
     entries: Vec<LogEntry>,
     bytes: usize,
@@ -148,9 +147,9 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
     let mut follow = true;
     loop {
         let tty = t.info.lock().tty;
-        let body = open_logs(&ctx.endpoint, &ctx.api_version, &t.id, LogsQuery { since, follow, tail: None }).await;
-        let mut body = match body {
-            Ok(b) => b,
+        let stream = open_logs(&ctx.endpoint, &ctx.api_version, &t.id, LogsQuery { since, follow, tail: None }).await;
+        let mut stream = match stream {
+            Ok(s) => s,
             Err(ClientError::NotFound) => return finish(&t, read, FollowEnd::Gone),
             Err(e) => {
                 failures += 1;
@@ -175,10 +174,12 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
             } else {
                 ctx.stall_interval
             };
-            let frame = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => break StreamEnd::Cancelled,
-                frame = body.frame() => frame,
+                ready = stream.ready() => if let Err(e) = ready {
+                    break StreamEnd::Broken(e.to_string());
+                },
                 _ = tokio::time::sleep(quiet_limit) => {
                     if is_stalled(&t, &ctx, read).await {
                         break StreamEnd::Stalled;
@@ -187,21 +188,13 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                     continue;
                 }
             };
-            last_data = tokio::time::Instant::now();
-            let linger_until = last_data + LINGER;
-            let mut next = frame;
-            // Take everything the engine already sent, and what a busy stream sends within
-            // LINGER while the batch is small, then send one batch for it.
+            // Read what the engine sent. A stream that keeps sending is then read on a timer,
+            // every READ_PERIOD, with its socket off the runtime's poller: the engine writes
+            // every message on its own, and a wake-up per message costs more than the message.
+            // Each round's lines go out as one batch; a round that finds nothing hands the socket
+            // back to the poller.
             let end = loop {
-                match next {
-                    None => break Some(StreamEnd::Eof),
-                    Some(Err(e)) => break Some(StreamEnd::Broken(e.to_string())),
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            reader.push(&data);
-                        }
-                    }
-                }
+                let filled = stream.fill(FILL_LIMIT, |bytes| reader.push(bytes));
                 while let Some(message) = reader.next_message() {
                     let message = match message {
                         Ok(m) => m,
@@ -232,16 +225,30 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                         return finish(&t, read, FollowEnd::Cancelled);
                     }
                 }
-                match body.frame().now_or_never() {
-                    Some(f) => next = f,
-                    None if pending.entries.len() < LINGER_BELOW_LINES => {
-                        // Cancel-safe: a frame is only taken out of the body when it is ready.
-                        match tokio::time::timeout_at(linger_until, body.frame()).await {
-                            Ok(f) => next = f,
-                            Err(_) => break None,
-                        }
-                    }
-                    None => break None,
+                let taken = match filled {
+                    Err(e) => break Some(StreamEnd::Broken(e.to_string())),
+                    Ok(Fill::End) => break Some(StreamEnd::Eof),
+                    Ok(Fill::Bytes(n)) => n,
+                };
+                if taken >= FILL_LIMIT {
+                    // More is waiting.
+                    continue;
+                }
+                if send(&t, &ctx, &mut pending, complete).await.is_err() {
+                    return finish(&t, read, FollowEnd::Cancelled);
+                }
+                reader.shrink();
+                if taken == 0 {
+                    break None;
+                }
+                last_data = tokio::time::Instant::now();
+                if let Err(e) = stream.unwatch() {
+                    break Some(StreamEnd::Broken(e.to_string()));
+                }
+                tokio::select! {
+                    biased;
+                    _ = ctx.cancel.cancelled() => break Some(StreamEnd::Cancelled),
+                    _ = tokio::time::sleep(READ_PERIOD) => {}
                 }
             };
             if send(&t, &ctx, &mut pending, complete).await.is_err() {
@@ -391,9 +398,8 @@ async fn is_stalled(t: &Tracked, ctx: &FollowContext, read: Option<Position>) ->
         return false;
     }
     let query = LogsQuery { since: read.map(|p| p.time), follow: false, tail: Some(1) };
-    let Ok(body) = open_logs(&ctx.endpoint, &ctx.api_version, &t.id, query).await else { return false };
-    let Ok(collected) = tokio::time::timeout(Duration::from_secs(10), body.collect()).await else { return false };
-    let Ok(bytes) = collected.map(|c| c.to_bytes()) else { return false };
+    let Ok(stream) = open_logs(&ctx.endpoint, &ctx.api_version, &t.id, query).await else { return false };
+    let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end()).await else { return false };
     let mut reader = FrameReader::new(t.info.lock().tty);
     reader.push(&bytes);
     let mut last = None;
