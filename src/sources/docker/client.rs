@@ -272,7 +272,8 @@ pub async fn open_logs(
             break head;
         }
     };
-    stream.early = received.split_off(head_len);
+    // Copied out: the head's buffer is not kept alive by an idle stream.
+    stream.early = BytesMut::from(&received[head_len..]);
     if status == StatusCode::NOT_FOUND {
         return Err(ClientError::NotFound);
     }
@@ -385,6 +386,26 @@ mod tests {
                 env!("CARGO_PKG_VERSION")
             )
         );
+    }
+
+    #[tokio::test]
+    async fn an_unwatched_stream_is_read_on_the_callers_timer_and_watched_again() {
+        let (endpoint, _served, _dir) =
+            engine(vec![b"HTTP/1.0 200 OK\r\n\r\n", b"one|", b"two|", b"three|", b"four"]).await;
+        let mut stream = open_logs(&endpoint, "1.41", "abc", QUERY).await.unwrap();
+        let mut body = Vec::new();
+        stream.ready().await.unwrap();
+        stream.fill(READ_SIZE, |bytes| body.extend_from_slice(bytes)).unwrap();
+        stream.unwatch().unwrap();
+        // The engine writes every 20 ms; off the poller, reads still find what arrived.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            matches!(stream.fill(READ_SIZE, |bytes| body.extend_from_slice(bytes)).unwrap(), Fill::Bytes(n) if n > 0)
+        );
+        stream.unwatch().unwrap();
+        let (rest, _) = drain(stream).await;
+        body.extend_from_slice(&rest);
+        assert_eq!(String::from_utf8(body).unwrap(), "one|two|three|four");
     }
 
     #[tokio::test]

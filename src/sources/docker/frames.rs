@@ -76,9 +76,11 @@ impl FrameReader {
         self.buf.len()
     }
 
-    /// Gives back the memory of an empty buffer (an idle container keeps none).
+    /// Gives back the memory of an empty buffer (an idle container keeps none). A busy stream
+    /// loses little: its buffer is mostly still shared with the messages cut out of it (on their
+    /// way to the sinks), so its next bytes would go to a new one anyway.
     pub fn shrink(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
     }
