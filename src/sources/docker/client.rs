@@ -327,28 +327,41 @@ mod tests {
         assert_eq!(Endpoint::parse("tcp://h:1").unwrap().as_host(), "tcp://h:1");
     }
 
-    /// A one-connection engine on a Unix socket: answers with `reply`'s pieces (a pause between
-    /// them), then closes; hands back the request it read.
-    async fn engine(reply: Vec<&'static [u8]>) -> (Endpoint, tokio::task::JoinHandle<String>, tempfile::TempDir) {
+    /// Reads a request from `socket`, answers with `reply`'s pieces (a pause between them),
+    /// closes; gives back the request.
+    async fn answer(
+        mut socket: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        reply: Vec<&[u8]>,
+    ) -> String {
         use tokio::io::AsyncReadExt;
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            socket.read_exact(&mut byte).await.unwrap();
+            request.push(byte[0]);
+        }
+        for piece in reply {
+            socket.write_all(piece).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        String::from_utf8(request).unwrap()
+    }
+
+    /// A one-connection engine on a Unix socket.
+    async fn engine(reply: Vec<&'static [u8]>) -> (Endpoint, tokio::task::JoinHandle<String>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let served = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            while !request.ends_with(b"\r\n\r\n") {
-                let mut byte = [0u8];
-                socket.read_exact(&mut byte).await.unwrap();
-                request.push(byte[0]);
-            }
-            for piece in reply {
-                socket.write_all(piece).await.unwrap();
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            String::from_utf8(request).unwrap()
-        });
+        let served = tokio::spawn(async move { answer(listener.accept().await.unwrap().0, reply).await });
         (Endpoint::Unix(path), served, dir)
+    }
+
+    /// A one-connection engine on TCP (`DOCKER_HOST=tcp://...`).
+    async fn tcp_engine(reply: Vec<&'static [u8]>) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { answer(listener.accept().await.unwrap().0, reply).await });
+        Endpoint::Tcp(address)
     }
 
     const QUERY: LogsQuery = LogsQuery { since: Some(1_700_000_000_000_000_123), follow: true, tail: None };
@@ -390,9 +403,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_unwatched_stream_is_read_on_the_callers_timer_and_watched_again() {
-        let (endpoint, _served, _dir) =
-            engine(vec![b"HTTP/1.0 200 OK\r\n\r\n", b"one|", b"two|", b"three|", b"four"]).await;
-        let mut stream = open_logs(&endpoint, "1.41", "abc", QUERY).await.unwrap();
+        let reply: Vec<&[u8]> = vec![b"HTTP/1.0 200 OK\r\n\r\n", b"one|", b"two|", b"three|", b"four"];
+        let (unix, _served, _dir) = engine(reply.clone()).await;
+        for endpoint in [unix, tcp_engine(reply.clone()).await] {
+            read_unwatched_and_watched(&endpoint).await;
+        }
+    }
+
+    async fn read_unwatched_and_watched(endpoint: &Endpoint) {
+        let mut stream = open_logs(endpoint, "1.41", "abc", QUERY).await.unwrap();
         let mut body = Vec::new();
         stream.ready().await.unwrap();
         stream.fill(READ_SIZE, |bytes| body.extend_from_slice(bytes)).unwrap();
@@ -405,7 +424,7 @@ mod tests {
         stream.unwatch().unwrap();
         let (rest, _) = drain(stream).await;
         body.extend_from_slice(&rest);
-        assert_eq!(String::from_utf8(body).unwrap(), "one|two|three|four");
+        assert_eq!(String::from_utf8(body).unwrap(), "one|two|three|four", "{endpoint:?}");
     }
 
     #[tokio::test]
