@@ -9,9 +9,9 @@
 //! The request is HTTP/1.0, so the engine sends the stream as it is and closes the connection at
 //! its end. Over HTTP/1.1 it sends every message as a chunk of its own, and an HTTP client
 //! library hands each chunk to the reader through a channel from its connection task: a task
-//! wake-up per line. Here the follower reads the socket itself, straight into its frame buffer,
-//! when it chooses to: a busy stream's lines gather in the socket for a few milliseconds and come
-//! in one read (scripts/bench/docker.py measures it).
+//! wake-up per line. Here the follower reads the socket itself, when it chooses to: a busy
+//! stream's lines gather in the socket for a few milliseconds and come in one read
+//! (scripts/bench/docker.py measures it).
 
 use bytes::BytesMut;
 use http::StatusCode;
@@ -168,11 +168,11 @@ pub struct LogStream {
 
 impl LogStream {
     fn connection(&self) -> io::Result<&Connection> {
-        self.connection.as_ref().ok_or_else(|| io::Error::other("the log stream's socket was lost"))
+        self.connection.as_ref().ok_or_else(socket_lost)
     }
 
     fn change(&mut self, to: fn(Connection) -> io::Result<Connection>) -> io::Result<()> {
-        let connection = self.connection.take().ok_or_else(|| io::Error::other("the log stream's socket was lost"))?;
+        let connection = self.connection.take().ok_or_else(socket_lost)?;
         self.connection = Some(to(connection)?);
         Ok(())
     }
@@ -240,6 +240,10 @@ impl LogStream {
         while self.read_buf(&mut body).await? > 0 {}
         Ok(body)
     }
+}
+
+fn socket_lost() -> io::Error {
+    io::Error::other("the log stream's socket was lost")
 }
 
 /// Opens `GET /v<api>/containers/<id>/logs` with timestamps, stdout and stderr.
