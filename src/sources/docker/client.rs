@@ -18,7 +18,7 @@ use http::StatusCode;
 use std::cell::RefCell;
 use std::io;
 use std::path::PathBuf;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// Where the engine listens.
@@ -91,17 +91,13 @@ enum Connection {
 impl Connection {
     /// Connects and sends `request`.
     async fn open(endpoint: &Endpoint, request: &[u8]) -> io::Result<Connection> {
+        async fn sent<S: AsyncWrite + Unpin>(mut socket: S, request: &[u8]) -> io::Result<S> {
+            socket.write_all(request).await?;
+            Ok(socket)
+        }
         Ok(match endpoint {
-            Endpoint::Unix(path) => {
-                let mut socket = UnixStream::connect(path).await?;
-                socket.write_all(request).await?;
-                Connection::Unix(socket)
-            }
-            Endpoint::Tcp(addr) => {
-                let mut socket = TcpStream::connect(addr).await?;
-                socket.write_all(request).await?;
-                Connection::Tcp(socket)
-            }
+            Endpoint::Unix(path) => Connection::Unix(sent(UnixStream::connect(path).await?, request).await?),
+            Endpoint::Tcp(addr) => Connection::Tcp(sent(TcpStream::connect(addr).await?, request).await?),
         })
     }
 

@@ -241,13 +241,15 @@ pub async fn follow(t: Arc<Tracked>, ctx: Arc<FollowContext>, start: Start) -> F
                     // More is waiting.
                     continue;
                 }
+                if taken == 0 {
+                    // Quiet: the socket goes back to the poller (nothing is pending: each round
+                    // with lines sent them).
+                    break None;
+                }
                 if send(&t, &ctx, &mut pending, complete).await.is_err() {
                     return finish(&t, read, FollowEnd::Cancelled);
                 }
                 reader.shrink();
-                if taken == 0 {
-                    break None;
-                }
                 last_data = tokio::time::Instant::now();
                 if let Err(e) = stream.unwatch() {
                     break Some(StreamEnd::Broken(e.to_string()));
